@@ -1,0 +1,254 @@
+"""``loupe`` command line: ingest, search, ask, collections, delete, ui.
+
+Settings are built here once (config file → ``LOUPE_*`` env → flags) and passed down. Errors Loupe raises on
+purpose are printed as one line without a traceback; exit codes: 0 ok, 3 ingest completed with failures,
+2 usage or configuration error, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings, load_settings
+from app.errors import ConfigError, LoupeError
+from app.retrieve import Filters
+from app.service import Loupe
+from app.types import Hit, PageLoc
+
+EXIT_FAILURES = 3
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="where indexes, media and reports live (env LOUPE_DATA_DIR)")
+    p.add_argument("--collection", "-c", help="collection (knowledge base) name (env LOUPE_COLLECTION)")
+    p.add_argument("--config", help="YAML settings file (env LOUPE_CONFIG)")
+    p.add_argument("--profile", help="embedding profile: offline (default) or fake (tests)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="loupe", description="Multimodal search and cited answers over your files.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest files and folders into a collection")
+    _common(p)
+    p.add_argument("paths", nargs="+", help="files or folders")
+    p.add_argument("--report", help="write the JSON report here")
+    p.add_argument("--prune", action="store_true", help="delete sources under PATHS whose files no longer exist")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("search", help="search a collection")
+    _common(p)
+    p.add_argument("text", nargs="?", default=None, help="query text")
+    p.add_argument("--image", help="query image file")
+    p.add_argument("--audio", help="query audio file (spoken query)")
+    p.add_argument("--k", type=int, default=10, help="number of hits (default 10)")
+    p.add_argument("--modality", action="append", default=[], help="only this modality (repeatable)")
+    p.add_argument("--source", action="append", default=[], help="only this source file (repeatable)")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    p = sub.add_parser("ask", help="ask a question; the answer cites its sources [n]")
+    _common(p)
+    p.add_argument("question")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("collections", help="list collections and their contents")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("delete", help="delete a source (its points) from a collection")
+    _common(p)
+    p.add_argument("source", help="the file path as it was ingested")
+
+    p = sub.add_parser("ui", help="start the Streamlit UI")
+    _common(p)
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        args.config,
+        data_dir=args.data_dir,
+        collection=args.collection,
+        profile=args.profile,
+    )
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    """The documented hit shape: file, modality, locator (page int | [start, end] | null), score, text."""
+    seg = hit.segment
+    return {
+        "file": seg.source.uri,
+        "modality": seg.modality,
+        "locator": hit.locator_json,
+        "score": round(float(hit.score), 6),
+        "text": seg.text,
+        "bbox": list(seg.locator.bbox) if isinstance(seg.locator, PageLoc) and seg.locator.bbox else None,
+        "rank": hit.rank,
+    }
+
+
+def _where(hit: Hit) -> str:
+    loc = hit.locator_json
+    if isinstance(loc, int):
+        return f"page {loc}"
+    if isinstance(loc, list):
+        return f"{loc[0]:.1f}-{loc[1]:.1f} s"
+    return ""
+
+
+def _snippet(text: str | None, width: int = 160) -> str:
+    t = " ".join((text or "").split())
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    with Loupe(_settings(args)) as lp:
+        report = lp.ingest(args.paths, prune=args.prune, show_progress=not args.quiet and sys.stderr.isatty())
+    report_path = args.report or (lp.settings.data_dir / "reports" / f"ingest-{lp.collection}-latest.json")
+    report.write(report_path)
+    s = report.summary()
+    for f in report.files:
+        if f.status == "failed":
+            print(f"FAILED  {f.path}: {f.reason}", file=sys.stderr)
+    print(
+        f"{s['files']} files: {s['ok']} ok, {s['unchanged']} unchanged, {s['failed']} failed, {s['skipped']} skipped; "
+        f"{s['segments']} segments in {s['seconds']:.1f} s -> collection {s['collection']!r}; report: {report_path}"
+    )
+    return EXIT_FAILURES if report.has_failures else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    if not (args.text or args.image or args.audio):
+        raise ConfigError('give a query: loupe search "text" [--image FILE] [--audio FILE]')
+    filters = Filters(modalities=tuple(args.modality), sources=tuple(str(Path(s).absolute()) for s in args.source))
+    with Loupe(_settings(args)) as lp:
+        hits = lp.search(args.text, image=args.image, audio=args.audio, k=args.k, filters=filters)
+    if args.json:
+        print(json.dumps([hit_json(h) for h in hits], ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("no hits")
+    for h in hits:
+        print(f"{h.rank:>2}. {h.score:.4f}  {h.segment.source.uri}  {_where(h)}  [{h.segment.modality}]")
+        print(f"    {_snippet(h.segment.text)}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    with Loupe(_settings(args)) as lp:
+        answer, _hits = lp.ask(args.question, k=args.k)
+    if args.json:
+        out = {
+            "answer": answer.text,
+            "mode": answer.mode,
+            "label": answer.label,
+            "citations": [{"n": c.n, **hit_json(c.hit)} for c in answer.citations],
+        }
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    print(answer.label)
+    print()
+    print(answer.text)
+    if answer.citations:
+        print()
+        for c in answer.citations:
+            print(f"[{c.n}] {c.hit.segment.source.uri} {_where(c.hit)}")
+    return 0
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    out = []
+    for name in Loupe(settings).collections():
+        with Loupe(settings.model_copy(update={"collection": name})) as lp:
+            try:
+                out.append(lp.stats())
+            except LoupeError as e:
+                out.append({"collection": name, "error": str(e)})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if not out:
+        print(f"no collections in {settings.data_dir}")
+    for s in out:
+        if "error" in s:
+            print(f"{s['collection']}: {s['error']}")
+            continue
+        mods = ", ".join(f"{k} {v}" for k, v in s["per_modality"].items())
+        name, profile = s["collection"], s["profile"]["name"]
+        print(f"{name}: {s['points']} points from {s['sources']} sources ({mods}); profile {profile}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with Loupe(_settings(args)) as lp:
+        n = lp.delete_source(args.source)
+    print(f"deleted {n} points of {Path(args.source).absolute()}")
+    return 0 if n else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    env = dict(os.environ)
+    env["LOUPE_DATA_DIR"] = str(settings.data_dir)
+    env["LOUPE_COLLECTION"] = settings.collection
+    env["LOUPE_PROFILE"] = settings.profile
+    app_file = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_file),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    print(f"Loupe UI on http://{args.host}:{args.port}  (collection {settings.collection!r}, data {settings.data_dir})")
+    return subprocess.call(cmd, env=env)
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "search": cmd_search,
+    "ask": cmd_ask,
+    "collections": cmd_collections,
+    "delete": cmd_delete,
+    "ui": cmd_ui,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``loupe`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"loupe: {e}", file=sys.stderr)
+        return 2
+    except LoupeError as e:
+        print(f"loupe: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("loupe: interrupted; rerun the same command to resume (finished files are kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

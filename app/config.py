@@ -1,0 +1,75 @@
+"""Settings: one object built at the entry point from a YAML file and ``LOUPE_*`` environment variables.
+
+Library code never reads the environment; CLI, API and UI call :func:`load_settings` once and pass the
+result (or the typed options derived from it) down.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Everything an entry point needs to know. Environment variables are ``LOUPE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LOUPE_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".loupe")
+    collection: str = "default"
+    profile: str = "offline"
+    # Embedded engine: "edge" is Qdrant's Rust engine in-process (qdrant-edge-py); "local" is qdrant-client's
+    # pure-Python local mode. Measured in the foundation issue: edge is 10-100x faster at 10k-100k points.
+    engine: Literal["edge", "local"] = "edge"
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    # multilingual-e5-small reads at most 512 tokens; ~1,000 characters of prose is ~250-300 tokens, which
+    # leaves room for the page context without truncation (stack-notes: longer chunks cost time and are cut).
+    chunk_chars: int = Field(default=1000, ge=100, le=8000)
+    chunk_overlap: int = Field(default=150, ge=0, le=2000)
+    max_file_mb: float = Field(default=512.0, gt=0)
+    max_pdf_pages: int = Field(default=5000, ge=1)
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v) or len(v) > 64:
+            raise ValueError("collection names use letters, digits, '-' and '_' (1-64 characters)")
+        return v
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings: YAML file (``config_file`` or ``$LOUPE_CONFIG``), then env, then ``overrides``.
+
+    >>> s = load_settings(data_dir="/tmp/loupe")  # doctest: +SKIP
+    """
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get("LOUPE_CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config file {p}: {e}. Fix the file or unset LOUPE_CONFIG.") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of settings, got {type(loaded).__name__}")
+        values.update(loaded)
+    # Environment variables win over the file: pydantic-settings gives init kwargs priority, so merge by hand.
+    env_names = {f"LOUPE_{k.upper()}": k for k in Settings.model_fields}
+    for env, key in env_names.items():
+        if env in os.environ:
+            values[key] = os.environ[env]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid settings: {problems}") from e

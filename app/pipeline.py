@@ -1,0 +1,183 @@
+"""The ingest orchestrator: walk files → segments → embedding batches → upsert, with a report.
+
+Re-ingesting an unchanged file is a no-op (same sha256, all its points present). A changed file's new
+points are written before the old version's are deleted, so a search never finds the file missing. An
+interrupted file (fewer points than its segment count) is redone on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+import ingest
+from app.errors import IngestError, LoupeError
+from embedder.profiles import EmbeddingProfile
+from index.store import Index
+
+Status = Literal["ok", "unchanged", "failed", "skipped"]
+
+
+@dataclass
+class FileReport:
+    """One line of the ingest report."""
+
+    path: str
+    status: Status
+    reason: str | None = None
+    segments: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    """Every file walked, with a summary; written as JSON by ``loupe ingest --report``."""
+
+    collection: str
+    files: list[FileReport] = field(default_factory=list)
+    deleted_sources: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def has_failures(self) -> bool:
+        """True when any file failed (the CLI then exits with code 3)."""
+        return any(f.status == "failed" for f in self.files)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per status, segments written and time taken."""
+        counts = {s: sum(1 for f in self.files if f.status == s) for s in ("ok", "unchanged", "failed", "skipped")}
+        return {
+            **counts,
+            "files": len(self.files),
+            "segments": sum(f.segments for f in self.files if f.status == "ok"),
+            "deleted_sources": len(self.deleted_sources),
+            "seconds": round(self.seconds, 3),
+            "collection": self.collection,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the documented JSON object: ``{"files": [...], "summary": {...}}``."""
+        return {
+            "files": [asdict(f) for f in self.files],
+            "summary": self.summary(),
+            "deleted_sources": self.deleted_sources,
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the JSON report (atomically: a reader never sees half a report)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        tmp.replace(p)
+
+
+def walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Every file under the given paths, sorted, each once. Symlinked folders are not followed (no loops)."""
+    seen: set[str] = set()
+    for raw in paths:
+        p = Path(raw).absolute()
+        if p.is_dir():
+            for root, dirs, files in os.walk(p, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    fp = Path(root) / name
+                    if str(fp) not in seen:
+                        seen.add(str(fp))
+                        yield fp
+        elif str(p) not in seen:
+            seen.add(str(p))
+            yield p
+
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class IngestPipeline:
+    """Ingest files into one collection with one embedding profile."""
+
+    def __init__(
+        self,
+        index: Index,
+        profile: EmbeddingProfile,
+        options: ingest.IngestOptions,
+        *,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> None:
+        self.index = index
+        self.profile = profile
+        self.options = options
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    def run(
+        self, paths: Iterable[str | os.PathLike[str]], *, prune: bool = False, on_file: ProgressFn | None = None
+    ) -> IngestReport:
+        """Ingest every file under ``paths``; with ``prune``, delete sources under them that no longer exist.
+
+        ``on_file(i, n, path)`` is called before each file (for UIs with their own progress bar).
+        """
+        t0 = time.perf_counter()
+        roots = [Path(p).absolute() for p in paths]
+        report = IngestReport(self.index.cfg.collection)
+        for r in roots:
+            if not r.exists() and not r.is_symlink():
+                report.files.append(FileReport(str(r), "failed", "no such file or folder"))
+        files = list(walk(r for r in roots if r.exists()))
+        bar = tqdm(files, desc="ingest", unit="file", disable=not self.show_progress)
+        for i, path in enumerate(bar):
+            if on_file is not None:
+                on_file(i, len(files), str(path))
+            bar.set_postfix_str(path.name[-40:])
+            report.files.append(self._one(path))
+        bar.close()
+        if prune:
+            for root in roots:
+                for uri in sorted(self.index.sources(under=str(root))):
+                    if not Path(uri).exists():
+                        self.index.delete_source(uri)
+                        report.deleted_sources.append(uri)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _one(self, path: Path) -> FileReport:
+        if not ingest.is_supported(path) and not path.is_symlink():
+            return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
+        try:
+            prepared = ingest.prepare(path, self.options)
+            states = self.index.source_states(prepared.source.uri)
+            if len(states) == 1 and states[0].sha256 == prepared.source.sha256 and states[0].complete:
+                return FileReport(str(path), "unchanged", segments=states[0].points)
+            details: dict[str, Any] = {}
+            segs = list(ingest.segments(prepared, self.options, details))
+            vectors = []
+            for start in range(0, len(segs), self.batch_size):
+                vectors.extend(self.profile.embed_segments(segs[start : start + self.batch_size]))
+            keep = [(s, v) for s, v in zip(segs, vectors, strict=True) if v is not None]
+            if not keep:
+                reason = "no text or content to index was found"
+                if details.get("pages_without_text"):
+                    reason += " (pages have no text layer; OCR of scans comes with the documents issue)"
+                return FileReport(str(path), "failed", reason, details=details)
+            for start in range(0, len(keep), 256):
+                batch = keep[start : start + 256]
+                self.index.upsert([s for s, _ in batch], [v for _, v in batch], source_segments=len(keep))
+            # New version stored completely: now drop older versions of the same file.
+            self.index.delete_source(prepared.source.uri, keep_sha256=prepared.source.sha256)
+            return FileReport(str(path), "ok", segments=len(keep), details=details)
+        except IngestError as e:
+            return FileReport(str(path), "failed", e.reason)
+        except LoupeError as e:
+            return FileReport(str(path), "failed", str(e))
+        except (MemoryError, RecursionError) as e:  # hostile input; keep going with the other files
+            return FileReport(str(path), "failed", f"{type(e).__name__} while reading the file")

@@ -1,0 +1,145 @@
+"""``Loupe``: the one facade the CLI, the UI and the API call. Holds the settings, the profile and the index.
+
+The index is opened on first use and kept open (embedded Qdrant allows one process per collection).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.errors import StoreError
+from app.generate import Answer, extractive_answer
+from app.pipeline import IngestPipeline, IngestReport, ProgressFn
+from app.retrieve import Filters, search
+from app.types import Hit
+from embedder.profiles import EmbeddingProfile, Query, create_profile
+from index.store import Index, IndexConfig
+from ingest import IngestOptions
+
+
+def index_config(settings: Settings, collection: str | None = None) -> IndexConfig:
+    """The index location a settings object describes."""
+    return IndexConfig(
+        data_dir=settings.data_dir,
+        collection=collection or settings.collection,
+        engine=settings.engine,
+        qdrant_url=settings.qdrant_url,
+        qdrant_api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+    )
+
+
+def ingest_options(settings: Settings) -> IngestOptions:
+    """Typed ingest options from the settings."""
+    return IngestOptions(
+        chunk_chars=settings.chunk_chars,
+        chunk_overlap=settings.chunk_overlap,
+        max_file_mb=settings.max_file_mb,
+        max_pdf_pages=settings.max_pdf_pages,
+    )
+
+
+class Loupe:
+    """Search and ask over one collection.
+
+    >>> lp = Loupe(load_settings(data_dir="/tmp/kb"))  # doctest: +SKIP
+    >>> lp.ingest(["docs/"]).summary()  # doctest: +SKIP
+    >>> lp.search("quarterly revenue")[0].segment.source.uri  # doctest: +SKIP
+    """
+
+    def __init__(self, settings: Settings, profile: EmbeddingProfile | None = None) -> None:
+        self.settings = settings
+        self._profile = profile
+        self._index: Index | None = None
+
+    @property
+    def profile(self) -> EmbeddingProfile:
+        """The embedding profile (constructed lazily; weights load on first embed)."""
+        if self._profile is None:
+            self._profile = create_profile(self.settings.profile)
+        return self._profile
+
+    @property
+    def collection(self) -> str:
+        """The collection this facade works on."""
+        return self.settings.collection
+
+    def index(self, *, create: bool = False) -> Index:
+        """The open index (opened on first use; created only when ``create``)."""
+        if self._index is None:
+            os.makedirs(self.settings.data_dir, exist_ok=True)
+            self._index = Index.open(index_config(self.settings), self.profile.info, create=create)
+        return self._index
+
+    def close(self) -> None:
+        """Release the index."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def __enter__(self) -> Loupe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- operations ------------------------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        prune: bool = False,
+        show_progress: bool = False,
+        on_file: ProgressFn | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders into the collection (created with this profile if new)."""
+        pipeline = IngestPipeline(
+            self.index(create=True),
+            self.profile,
+            ingest_options(self.settings),
+            batch_size=self.settings.embed_batch_size,
+            show_progress=show_progress,
+        )
+        return pipeline.run(paths, prune=prune, on_file=on_file)
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        image: str | None = None,
+        audio: str | None = None,
+        k: int = 10,
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        """Hits for a text (and, with later profiles, image/voice) query; [] for an empty collection."""
+        query = Query(text=text, image=image, audio=audio)
+        if not query.kinds():
+            return []
+        try:
+            idx = self.index()
+        except StoreError:
+            if self.collection not in self.collections():
+                return []
+            raise
+        return search(idx, self.profile, query, k=k, filters=filters)
+
+    def ask(self, question: str, *, k: int = 5, filters: Filters | None = None) -> tuple[Answer, list[Hit]]:
+        """An answer with [n] citations and the hits it was drawn from."""
+        hits = self.search(question, k=k, filters=filters)
+        return extractive_answer(question, hits), hits
+
+    def delete_source(self, source: str) -> int:
+        """Delete a source (path as ingested, or relative to the current folder). Returns points deleted."""
+        uri = str(Path(source).absolute())
+        return self.index().delete_source(uri)
+
+    def collections(self) -> list[str]:
+        """Collection names at this location."""
+        return Index.list_collections(index_config(self.settings))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per modality, sources, profile."""
+        return self.index().stats()

@@ -1,0 +1,91 @@
+"""The embedder protocol, the inputs it takes, and the helpers every backend shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+InputKind = Literal["text", "image", "audio"]
+Role = Literal["query", "passage"]
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """Text to embed. ``role`` picks the query or passage prefix for asymmetric models such as e5."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image file to embed (PNG/JPEG/...)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """Mono audio samples at ``sample_rate`` Hz, float32 in [-1, 1]."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+EmbedInput = TextInput | ImageInput | AudioInput
+
+
+def input_kind(item: EmbedInput) -> InputKind:
+    """The modality of an embed input."""
+    if isinstance(item, TextInput):
+        return "text"
+    if isinstance(item, ImageInput):
+        return "image"
+    return "audio"
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A backend that maps inputs of some modalities to one vector space.
+
+    ``model_ids`` and ``dim`` are written into every collection built with it, so that a collection is never
+    searched with vectors from another space. Construction is cheap; weights load on first ``embed``.
+    """
+
+    name: str
+    dim: int
+    kinds: frozenset[InputKind]
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """Model identifiers (name → id or file digest) that define the space."""
+        ...
+
+    def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
+        """Embed ``items`` (all of kinds in ``self.kinds``) into an ``(n, dim)`` float32, L2-normalised array."""
+        ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float32; all-zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+T = TypeVar("T")
+
+
+def length_sorted_batches(items: Sequence[T], batch_size: int, key: Callable[[T], int]) -> Iterator[list[int]]:
+    """Yield index batches over ``items`` sorted by ``key`` (longest first), as sentence-transformers does.
+
+    Similar lengths in one batch waste less padding; the caller writes results back by index, which restores
+    the input order.
+    """
+    order = sorted(range(len(items)), key=lambda i: -key(items[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]

@@ -1,0 +1,154 @@
+"""Embedding profiles: the backends that together produce one collection's vectors (design.md §3).
+
+A profile is written into the collection's metadata at creation (:class:`ProfileInfo`); opening the
+collection with another profile raises :class:`~app.errors.ProfileMismatchError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.errors import EmbedError, UnknownNameError
+from app.types import Segment
+from embedder.base import Embedder, EmbedInput, ImageInput, InputKind, TextInput, input_kind
+from embedder.e5 import E5Embedder
+from embedder.fake import FakeEmbedder
+
+UNIFIED = "unified"
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    """What a collection records about the space its vectors live in."""
+
+    name: str
+    model_ids: dict[str, str]
+    dims: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form, as stored in the collection metadata."""
+        return {"name": self.name, "model_ids": dict(self.model_ids), "dims": dict(self.dims)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProfileInfo:
+        """Inverse of :meth:`to_json`."""
+        return cls(name=str(data["name"]), model_ids=dict(data["model_ids"]), dims=dict(data["dims"]))
+
+    def describe(self) -> str:
+        """One line for error messages: name, models and dims."""
+        models = ", ".join(f"{k}={v}" for k, v in sorted(self.model_ids.items()))
+        dims = ", ".join(f"{k}:{v}" for k, v in sorted(self.dims.items()))
+        return f"{self.name!r} [{models}; dims {dims}]"
+
+
+@dataclass
+class Query:
+    """A query with one or more parts. Each part is embedded into ``unified`` and fused at retrieval."""
+
+    text: str | None = None
+    image: str | None = None
+    audio: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def kinds(self) -> list[InputKind]:
+        """The parts this query has, in a fixed order."""
+        out: list[InputKind] = []
+        if self.text and self.text.strip():
+            out.append("text")
+        if self.image:
+            out.append("image")
+        if self.audio:
+            out.append("audio")
+        return out
+
+
+class EmbeddingProfile:
+    """A named set of backends: ``unified`` (required; the one space) plus optional named vectors."""
+
+    def __init__(self, name: str, unified: Embedder, extra: dict[str, Embedder] | None = None) -> None:
+        self.name = name
+        self.unified = unified
+        self.extra = dict(extra or {})
+
+    @property
+    def info(self) -> ProfileInfo:
+        """The profile's identity, stored with every collection built with it."""
+        model_ids = {UNIFIED: self.unified.model_ids[UNIFIED]}
+        dims = {UNIFIED: self.unified.dim}
+        for vec_name, emb in self.extra.items():
+            model_ids[vec_name] = next(iter(emb.model_ids.values()))
+            dims[vec_name] = emb.dim
+        return ProfileInfo(self.name, model_ids, dims)
+
+    def segment_input(self, seg: Segment) -> EmbedInput | None:
+        """How a segment enters the unified space, or None when it carries nothing to embed.
+
+        Text-bearing segments are embedded as passages with their document title as context. Images go in as
+        pixels when the unified backend takes images; otherwise by their text (OCR, caption or file name) —
+        the offline bridge for images comes with the embedder issue.
+        """
+        if seg.modality == "image" and "image" in self.unified.kinds and seg.media is not None:
+            return ImageInput(seg.media.path)
+        text = (seg.text or "").strip()
+        if not text:
+            return None
+        title = seg.source.title.strip()
+        return TextInput(f"{title}\n{text}" if title and title not in text[:200] else text)
+
+    def embed_segments(self, segments: Sequence[Segment]) -> list[dict[str, np.ndarray] | None]:
+        """Vectors per segment (None where the segment has nothing the profile can embed)."""
+        inputs = [self.segment_input(s) for s in segments]
+        out: list[dict[str, np.ndarray] | None] = [None] * len(segments)
+        for kind in ("text", "image", "audio"):
+            idx = [i for i, inp in enumerate(inputs) if inp is not None and input_kind(inp) == kind]
+            if not idx:
+                continue
+            vecs = self.unified.embed([inputs[i] for i in idx], role="passage")  # type: ignore[misc]
+            for j, i in enumerate(idx):
+                out[i] = {UNIFIED: vecs[j]}
+        return out
+
+    def embed_query(self, query: Query) -> dict[InputKind, np.ndarray]:
+        """One unified vector per query part. Raises EmbedError for a part this profile cannot embed."""
+        parts: dict[InputKind, np.ndarray] = {}
+        for kind in query.kinds():
+            if kind not in self.unified.kinds:
+                raise EmbedError(
+                    f"the {self.name!r} embedding profile cannot embed {kind} queries yet "
+                    f"(it embeds: {', '.join(sorted(self.unified.kinds))})"
+                )
+            if kind == "text":
+                assert query.text is not None
+                item: EmbedInput = TextInput(query.text)
+            elif kind == "image":
+                assert query.image is not None
+                item = ImageInput(query.image)
+            else:
+                raise EmbedError("audio queries need the speech encoder, which this profile does not have yet")
+            parts[kind] = self.unified.embed([item], role="query")[0]
+        return parts
+
+
+EMBEDDERS: dict[str, Callable[..., Embedder]] = {"fake": FakeEmbedder, "e5": E5Embedder}
+PROFILES: dict[str, Callable[..., EmbeddingProfile]] = {
+    "offline": lambda **opts: EmbeddingProfile("offline", E5Embedder(**opts)),
+    "fake": lambda **opts: EmbeddingProfile("fake", FakeEmbedder(**opts)),
+}
+
+
+def create_embedder(name: str, **opts: Any) -> Embedder:
+    """Build a backend by name. Unknown names raise UnknownNameError (a ValueError) listing the valid ones."""
+    if name not in EMBEDDERS:
+        raise UnknownNameError(f"unknown embedder {name!r}; valid: {', '.join(sorted(EMBEDDERS))}")
+    return EMBEDDERS[name](**opts)
+
+
+def create_profile(name: str, **opts: Any) -> EmbeddingProfile:
+    """Build a profile by name (``offline`` is the default). Unknown names raise UnknownNameError listing valid ones."""
+    if name not in PROFILES:
+        raise UnknownNameError(f"unknown embedding profile {name!r}; valid: {', '.join(sorted(PROFILES))}")
+    return PROFILES[name](**opts)

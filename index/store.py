@@ -1,0 +1,325 @@
+"""``Index``: one front class over the Qdrant collection, embedded or server (design.md §4).
+
+>>> idx = Index.open(IndexConfig(data_dir=Path("/tmp/loupe")), profile.info)  # doctest: +SKIP
+>>> idx.upsert(segments, vectors)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from app.errors import ProfileMismatchError, StoreError, UnknownNameError
+from app.types import Segment
+from embedder.profiles import ProfileInfo
+from index.engines import BM25, ClientEngine, EdgeEngine, Engine, FieldFilter, Found, PointData, Sparse, VectorQuery
+from index.points import payload_segment, point_id, segment_payload
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Where the collection lives. ``qdrant_url`` set → server mode; else embedded under ``data_dir``."""
+
+    data_dir: Path
+    collection: str = "default"
+    engine: Literal["edge", "local", "memory"] = "edge"
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    tenant: str = "default"
+
+    def describe(self) -> str:
+        """Where, in words, for messages."""
+        if self.qdrant_url:
+            return f"Qdrant server {self.qdrant_url}"
+        return f"{self.engine} index in {self.data_dir}"
+
+
+class Bm25Encoder:
+    """BM25 term weights via Qdrant's own BM25 model (the Edge binding ships it), so sparse vectors built here
+    match what a Qdrant server's built-in BM25 would produce; IDF is applied by the collection (Modifier.IDF).
+    """
+
+    def __init__(self) -> None:
+        import qdrant_edge as qe
+
+        self._bm25 = qe.Bm25()
+
+    def document(self, text: str) -> Sparse:
+        """Term-frequency weights of a stored text."""
+        v = self._bm25.embed_document(text)
+        return Sparse(list(v.indices), list(v.values))
+
+    def query(self, text: str) -> Sparse:
+        """Unit weights for each distinct query term."""
+        v = self._bm25.embed_query(text)
+        return Sparse(list(v.indices), list(v.values))
+
+
+def _collections_root(data_dir: Path) -> Path:
+    return data_dir / "collections"
+
+
+def _make_engine(cfg: IndexConfig) -> Engine:
+    if cfg.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=cfg.qdrant_url, api_key=cfg.qdrant_api_key, timeout=30)
+        return ClientEngine(client, cfg.collection, cfg.qdrant_url)
+    if cfg.engine == "edge":
+        return EdgeEngine(_collections_root(cfg.data_dir) / cfg.collection)
+    if cfg.engine in ("local", "memory"):
+        from qdrant_client import QdrantClient
+
+        if cfg.engine == "memory":
+            return ClientEngine(QdrantClient(location=":memory:"), cfg.collection, ":memory:")
+        folder = cfg.data_dir / "qdrant-local"
+        return ClientEngine(QdrantClient(path=str(folder)), cfg.collection, str(folder))
+    raise UnknownNameError(f"unknown index engine {cfg.engine!r}; valid: edge, local, memory")
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the index holds for one source file."""
+
+    uri: str
+    sha256: str
+    points: int
+    expected: int
+
+    @property
+    def complete(self) -> bool:
+        """All segments of this version are stored (an interrupted ingest leaves it incomplete)."""
+        return self.points >= self.expected > 0
+
+
+class Index:
+    """The one Qdrant collection of a knowledge base: every modality, named vectors, BM25, payload indexes."""
+
+    def __init__(self, cfg: IndexConfig, engine: Engine, profile: ProfileInfo) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.profile = profile
+        self.bm25 = Bm25Encoder()
+
+    # -- opening ---------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, cfg: IndexConfig, profile: ProfileInfo, *, create: bool = True) -> Index:
+        """Open (or create) the collection and check it was built with ``profile``.
+
+        Raises ProfileMismatchError when the stored profile name, a model id or a dimension differs.
+        """
+        engine = _make_engine(cfg)
+        try:
+            meta = engine.metadata()
+            if meta is None or "profile" not in meta:
+                if meta is not None and meta == {}:
+                    raise StoreError(
+                        f"collection {cfg.collection!r} in {cfg.describe()} was not created by Loupe (no metadata); "
+                        "use another collection name"
+                    )
+                if not create:
+                    raise StoreError(
+                        f"collection {cfg.collection!r} does not exist in {cfg.describe()}; "
+                        "ingest something into it first (loupe ingest PATH --collection NAME)"
+                    )
+                engine.create(
+                    dict(profile.dims),
+                    {
+                        "loupe_schema": SCHEMA_VERSION,
+                        "collection": cfg.collection,
+                        "profile": profile.to_json(),
+                        "created_at": time.time(),
+                    },
+                )
+            else:
+                _check_profile(cfg.collection, ProfileInfo.from_json(meta["profile"]), profile)
+        except Exception:
+            engine.close()
+            raise
+        return cls(cfg, engine, profile)
+
+    @staticmethod
+    def stored_profile(cfg: IndexConfig) -> ProfileInfo | None:
+        """The profile a collection was built with, without opening it for writes (None if it does not exist)."""
+        engine = _make_engine(cfg)
+        try:
+            meta = engine.metadata()
+        finally:
+            engine.close()
+        if not meta or "profile" not in meta:
+            return None
+        return ProfileInfo.from_json(meta["profile"])
+
+    @staticmethod
+    def list_collections(cfg: IndexConfig) -> list[str]:
+        """Names of the Loupe collections at this location."""
+        if cfg.qdrant_url or cfg.engine != "edge":
+            engine = _make_engine(cfg)
+            try:
+                assert isinstance(engine, ClientEngine)
+                names = [c.name for c in engine.client.get_collections().collections]
+            finally:
+                engine.close()
+            return sorted(names)
+        root = _collections_root(cfg.data_dir)
+        if not root.exists():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / "collection.json").exists())
+
+    def close(self) -> None:
+        """Flush and release the collection."""
+        self.engine.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def upsert(
+        self, segments: Sequence[Segment], vectors: Sequence[Mapping[str, np.ndarray] | None], source_segments: int
+    ) -> int:
+        """Store segments with their vectors; segments without a vector (nothing to embed) are not stored.
+        Returns how many points were written.
+
+        Every point carries the profile name and model ids (mixing spaces is refused at open).
+        """
+        if len(segments) != len(vectors):
+            raise ValueError("segments and vectors differ in length")
+        points = []
+        for seg, vecs in zip(segments, vectors, strict=True):
+            if vecs is None:
+                continue
+            for name, v in vecs.items():
+                if name not in self.profile.dims or v.shape != (self.profile.dims[name],):
+                    raise StoreError(
+                        f"vector {name!r} of shape {v.shape} does not fit collection {self.cfg.collection!r} "
+                        f"(profile {self.profile.describe()})"
+                    )
+            payload = segment_payload(
+                seg,
+                collection=self.cfg.collection,
+                tenant=self.cfg.tenant,
+                profile=self.profile.name,
+                model_ids=self.profile.model_ids,
+                source_segments=source_segments,
+            )
+            sparse = self.bm25.document(seg.text) if seg.text and seg.text.strip() else None
+            points.append(PointData(point_id(seg.id), dict(vecs), sparse, payload))
+        self.engine.upsert(points)
+        return len(points)
+
+    def delete_source(self, uri: str, *, keep_sha256: str | None = None) -> int:
+        """Delete a source's points (all versions, or all but ``keep_sha256``). Returns how many were deleted."""
+        flt = FieldFilter(must={"source.uri": uri}, must_not={"source.sha256": keep_sha256} if keep_sha256 else {})
+        n = self.engine.count(flt)
+        if n:
+            self.engine.delete(flt)
+        return n
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def source_states(self, uri: str) -> list[SourceState]:
+        """Versions of a source in the index with their point counts (more than one only mid-replace)."""
+        counts: Counter[str] = Counter()
+        expected: dict[str, int] = {}
+        for f in self.engine.scroll(FieldFilter(must={"source.uri": uri}), ["source"]):
+            src = f.payload["source"]
+            counts[src["sha256"]] += 1
+            expected[src["sha256"]] = int(src.get("segments", 0))
+        return [SourceState(uri, sha, n, expected[sha]) for sha, n in counts.items()]
+
+    def sources(self, under: str | None = None) -> dict[str, int]:
+        """Every source uri in the collection (optionally only those under a folder) with its point count."""
+        counts: Counter[str] = Counter()
+        for f in self.engine.scroll(None, ["source.uri"]):
+            uri = f.payload["source"]["uri"]
+            if under is None or uri == under or uri.startswith(under.rstrip("/") + "/"):
+                counts[uri] += 1
+        return dict(counts)
+
+    def count(self, flt: FieldFilter | None = None) -> int:
+        """Points matching a filter (all when None)."""
+        return self.engine.count(flt)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per modality, number of sources, the profile and where the collection lives."""
+        per_modality: Counter[str] = Counter()
+        sources: set[str] = set()
+        for f in self.engine.scroll(None, ["modality", "source.uri"]):
+            per_modality[f.payload["modality"]] += 1
+            sources.add(f.payload["source"]["uri"])
+        return {
+            "collection": self.cfg.collection,
+            "location": self.cfg.describe(),
+            "points": sum(per_modality.values()),
+            "sources": len(sources),
+            "per_modality": dict(sorted(per_modality.items())),
+            "profile": self.profile.to_json(),
+        }
+
+    def search(
+        self,
+        dense: Mapping[str, Sequence[np.ndarray]],
+        text: str | None,
+        *,
+        flt: FieldFilter | None = None,
+        limit: int = 10,
+        prefetch_limit: int = 100,
+        weights: Mapping[str, float] | None = None,
+    ) -> list[tuple[Segment, float]]:
+        """Hybrid search: each dense query vector (by named vector) and BM25 over ``text`` are one stage each,
+        fused with weighted RRF inside Qdrant. A single stage is a plain nearest-neighbour search.
+        """
+        weights = weights or {}
+        stages: list[VectorQuery] = []
+        for name, vecs in dense.items():
+            for v in vecs:
+                stages.append(
+                    VectorQuery(name, np.asarray(v, dtype=np.float32), prefetch_limit, weights.get(name, 1.0))
+                )
+        if text and text.strip():
+            sp = self.bm25.query(text)
+            if sp.indices:
+                stages.append(VectorQuery(BM25, sp, prefetch_limit, weights.get(BM25, 1.0)))
+        if not stages:
+            return []
+        found = self.engine.query(stages, flt, limit)
+        return [(payload_segment(f.payload), f.score) for f in found]
+
+    def iter_points(self, flt: FieldFilter | None = None) -> Iterator[Found]:
+        """Every stored point matching a filter (payloads included)."""
+        return self.engine.scroll(flt, None)
+
+    def drop(self) -> None:
+        """Delete the whole collection."""
+        self.engine.drop()
+
+
+def _check_profile(collection: str, stored: ProfileInfo, requested: ProfileInfo) -> None:
+    if stored.name != requested.name:
+        raise ProfileMismatchError(collection, stored.describe(), requested.describe())
+    for key in sorted(set(stored.dims) | set(requested.dims)):
+        if stored.dims.get(key) != requested.dims.get(key):
+            raise ProfileMismatchError(
+                collection,
+                stored.describe(),
+                requested.describe(),
+                f"vector {key!r}: dimension {stored.dims.get(key)} vs {requested.dims.get(key)}",
+            )
+    for key in sorted(set(stored.model_ids) | set(requested.model_ids)):
+        if stored.model_ids.get(key) != requested.model_ids.get(key):
+            raise ProfileMismatchError(
+                collection,
+                stored.describe(),
+                requested.describe(),
+                f"vector {key!r}: model {stored.model_ids.get(key)} vs {requested.model_ids.get(key)}",
+            )

@@ -1,0 +1,65 @@
+"""Ingest: file in, segments out. Pure: no model and no Qdrant imports (conventions §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import IngestError
+from app.types import Segment, SourceRef
+from ingest.options import IngestOptions
+from ingest.source import (
+    HTML_EXTS,
+    IMAGE_EXTS,
+    OFFICE_EXTS,
+    PDF_EXTS,
+    SUPPORTED_EXTS,
+    TEXT_EXTS,
+    check_content_matches,
+    check_regular_file,
+    sha256_file,
+    source_ref,
+)
+
+__all__ = ["SUPPORTED_EXTS", "IngestOptions", "PreparedFile", "is_supported", "prepare", "segments"]
+
+
+def is_supported(path: Path) -> bool:
+    """Whether Loupe has an ingest module for this file's extension."""
+    return path.suffix.lower() in SUPPORTED_EXTS
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file that passed the checks, with its hash; :func:`segments` reads it."""
+
+    path: Path
+    source: SourceRef
+
+
+def prepare(path: Path, opts: IngestOptions) -> PreparedFile:
+    """Check a file (regular, non-empty, within limits, content matches extension) and hash it."""
+    st = check_regular_file(path, opts.max_file_mb)
+    check_content_matches(path)
+    return PreparedFile(path, source_ref(path, st, sha256_file(path)))
+
+
+def segments(prepared: PreparedFile, opts: IngestOptions, report: dict[str, Any] | None = None) -> Iterator[Segment]:
+    """Segments of a prepared file, by extension. Raises IngestError naming the file when it cannot be read."""
+    path, source = prepared.path, prepared.source
+    ext = path.suffix.lower()
+    if ext in PDF_EXTS:
+        from ingest.pdf import iter_pdf
+
+        return iter_pdf(path, source, opts, report)
+    if ext in TEXT_EXTS | HTML_EXTS | OFFICE_EXTS:
+        from ingest.office import iter_office
+
+        return iter_office(path, source, opts)
+    if ext in IMAGE_EXTS:
+        from ingest.image import iter_image
+
+        return iter_image(path, source, opts)
+    raise IngestError(str(path), f"unsupported file type {ext or '(none)'}")

@@ -1,0 +1,93 @@
+"""Looking at a file before reading it: regular file?, size, type sniffing, content hash, SourceRef."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import stat
+from pathlib import Path
+
+import filetype
+
+from app.errors import IngestError
+from app.types import SourceRef
+
+TEXT_EXTS = {".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".log"}
+HTML_EXTS = {".html", ".htm", ".xhtml"}
+OFFICE_EXTS = {".docx", ".pptx", ".xlsx", ".eml"}
+PDF_EXTS = {".pdf"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+SUPPORTED_EXTS = TEXT_EXTS | HTML_EXTS | OFFICE_EXTS | PDF_EXTS | IMAGE_EXTS
+
+# Extensions whose bytes are a zip container (docx/pptx/xlsx): filetype reports them as zip or as the format.
+_ZIP_FORMATS = {"zip", "docx", "pptx", "xlsx"}
+
+
+def check_regular_file(path: Path, max_mb: float) -> os.stat_result:
+    """Refuse anything that is not a readable, non-empty regular file below the size limit.
+
+    Runs before any open(): opening a named pipe would block the whole ingest.
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise IngestError(str(path), f"cannot read file: {e.strerror or e}") from e
+    if stat.S_ISFIFO(st.st_mode):
+        raise IngestError(str(path), "is a named pipe (FIFO), not a regular file; not read")
+    if not stat.S_ISREG(st.st_mode):
+        raise IngestError(str(path), "is not a regular file (device, socket or similar); not read")
+    if st.st_size == 0:
+        raise IngestError(str(path), "is empty (0 bytes)")
+    if st.st_size > max_mb * 1024 * 1024:
+        raise IngestError(
+            str(path), f"is {st.st_size / 1e6:.0f} MB, above the {max_mb:.0f} MB limit (raise max_file_mb to ingest it)"
+        )
+    return st
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Streaming sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sniff(path: Path) -> str | None:
+    """The format the bytes say (``pdf``, ``png``, ``zip`` …), or None for text-like or unknown content."""
+    kind = filetype.guess(str(path))
+    return None if kind is None else str(kind.extension)
+
+
+def check_content_matches(path: Path) -> None:
+    """Raise when the bytes contradict the extension (a PNG named .txt, a binary file named .pdf …)."""
+    ext = path.suffix.lower()
+    sniffed = sniff(path)
+    if ext in TEXT_EXTS | HTML_EXTS:
+        if sniffed is not None:
+            raise IngestError(str(path), f"the extension says text but the content is a {sniffed} file; rename it")
+        with path.open("rb") as f:
+            head = f.read(8192)
+        if b"\x00" in head:
+            raise IngestError(str(path), "the extension says text but the content is binary (NUL bytes)")
+    elif ext in PDF_EXTS:
+        with path.open("rb") as f:
+            head = f.read(1024)
+        if b"%PDF-" not in head:
+            raise IngestError(str(path), "is not a PDF (no %PDF- header); the file is corrupt or misnamed")
+    elif ext in {".docx", ".pptx", ".xlsx"}:
+        if sniffed not in _ZIP_FORMATS:
+            raise IngestError(str(path), f"is not an Office Open XML file (content: {sniffed or 'unknown'})")
+    elif ext in IMAGE_EXTS and (sniffed is None or filetype.guess_mime(str(path)) is None):
+        raise IngestError(str(path), "is not a readable image (unknown content)")
+
+
+def source_ref(path: Path, st: os.stat_result, sha256: str) -> SourceRef:
+    """Describe a source file. ``uri`` is the absolute path as given (symlinks are not resolved)."""
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    title = path.stem.replace("_", " ").replace("-", " ").strip() or path.name
+    return SourceRef(
+        uri=str(path.absolute()), sha256=sha256, mime=mime, title=title, size=st.st_size, mtime=st.st_mtime
+    )
