@@ -72,12 +72,15 @@ def locator_key(locator: Locator | None) -> str:
     return f"time:{locator.start_s:.3f}:{locator.end_s:.3f}"
 
 
-def segment_id(source_sha256: str, modality: str, locator: Locator | None, part: int = 0) -> str:
-    """sha256 over (source bytes hash, modality, locator, part): the same file in gives the same ids out.
+def segment_id(source: SourceRef, modality: str, locator: Locator | None, part: int = 0) -> str:
+    """sha256 over (source bytes hash, modality, locator, part, uri): the same file in gives the same ids out.
 
-    ``part`` tells apart several segments that share a locator (e.g. chunks of one text file).
+    ``part`` tells apart several segments that share a locator (e.g. chunks of one text file). The uri is in
+    the key too (a deviation from design.md §2, which hashes bytes only): two identical copies at different
+    paths would otherwise share points, so ingesting the second would silently take over the first and
+    deleting one copy would delete both.
     """
-    key = json.dumps([source_sha256, modality, locator_key(locator), part])
+    key = json.dumps([source.sha256, modality, locator_key(locator), part, source.uri])
     return hashlib.sha256(key.encode()).hexdigest()
 
 

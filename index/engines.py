@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,10 @@ class Engine(Protocol):
         """Create the collection with these dense vector sizes, a sparse BM25 vector and payload indexes."""
         ...
 
+    def attach(self) -> None:
+        """Open the existing collection for use (takes the embedded lock; fails early and clearly)."""
+        ...
+
     def upsert(self, points: Sequence[PointData]) -> None:
         """Insert or replace points (ids are content-derived, so a replay changes nothing)."""
         ...
@@ -172,6 +177,10 @@ class EdgeEngine:
             except Exception as e:  # the binding raises plain exceptions; name the folder and the fix
                 raise StoreError(f"cannot open the index at {self.folder / 'shard'}: {e}") from e
         return self._shard
+
+    def attach(self) -> None:
+        """Load the shard now, so that a second process fails at open rather than mid-operation."""
+        self._open()
 
     def metadata(self) -> dict[str, Any] | None:
         """Read ``collection.json``; None when the collection was never created."""
@@ -343,6 +352,9 @@ class ClientEngine:
                 "Check that the server is running and LOUPE_QDRANT_URL / LOUPE_QDRANT_API_KEY are right."
             ) from e
 
+    def attach(self) -> None:
+        """Nothing to hold: the server serves many clients."""
+
     def metadata(self) -> dict[str, Any] | None:
         """The collection's metadata, or None when it does not exist."""
         if not self._call("check for", self.client.collection_exists, self.collection):
@@ -368,8 +380,11 @@ class ClientEngine:
             + [(f, m.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
             + [(f, m.PayloadSchemaType.INTEGER) for f in INTEGER_FIELDS]
         )
-        for name, kind in schema:
-            self._call("index", self.client.create_payload_index, self.collection, name, field_schema=kind)
+        with warnings.catch_warnings():
+            # Local mode warns that payload indexes have no effect there; a server uses them.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for name, kind in schema:
+                self._call("index", self.client.create_payload_index, self.collection, name, field_schema=kind)
 
     def _filter(self, flt: FieldFilter | None) -> Any:
         if flt is None or flt.is_empty():

@@ -141,6 +141,7 @@ class Index:
                 )
             else:
                 _check_profile(cfg.collection, ProfileInfo.from_json(meta["profile"]), profile)
+            engine.attach()
         except Exception:
             engine.close()
             raise

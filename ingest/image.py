@@ -34,7 +34,7 @@ def iter_image(path: Path, source: SourceRef, opts: IngestOptions) -> Iterator[S
         raise IngestError(str(path), f"cannot read image: {e}") from e
     caption = source.title if not desc else f"{source.title}. {desc}"
     yield Segment(
-        id=segment_id(source.sha256, "image", None),
+        id=segment_id(source, "image", None),
         source=source,
         modality="image",
         locator=None,

@@ -96,7 +96,7 @@ def iter_office(path: Path, source: SourceRef, opts: IngestOptions) -> Iterator[
         chunks = chunk_blocks(blocks, splitter)
         for part, ch in enumerate(chunks):
             yield Segment(
-                id=segment_id(source.sha256, "text", loc, part),
+                id=segment_id(source, "text", loc, part),
                 source=source,
                 modality="text",
                 locator=loc,

@@ -63,7 +63,7 @@ def iter_pdf(
             for part, ch in enumerate(chunks):
                 loc = PageLoc(pno + 1, ch.bbox)
                 yield Segment(
-                    id=segment_id(source.sha256, "text", loc, part),
+                    id=segment_id(source, "text", loc, part),
                     source=source,
                     modality="text",
                     locator=loc,
