@@ -236,6 +236,8 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loupe`` command."""
+    # unstructured prints an advertisement on import unless told not to.
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

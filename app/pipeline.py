@@ -8,6 +8,7 @@ interrupted file (fewer points than its segment count) is redone on the next run
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,8 @@ import ingest
 from app.errors import IngestError, LoupeError
 from embedder.profiles import EmbeddingProfile
 from index.store import Index
+
+log = logging.getLogger(__name__)
 
 Status = Literal["ok", "unchanged", "failed", "skipped"]
 
@@ -181,3 +184,6 @@ class IngestPipeline:
             return FileReport(str(path), "failed", str(e))
         except (MemoryError, RecursionError) as e:  # hostile input; keep going with the other files
             return FileReport(str(path), "failed", f"{type(e).__name__} while reading the file")
+        except Exception as e:  # a parser bug must not end the batch: report it, log the traceback, go on
+            log.exception("unexpected error while ingesting %s", path)
+            return FileReport(str(path), "failed", f"unexpected error ({type(e).__name__}: {e}); please report it")

@@ -45,7 +45,8 @@ def iter_pdf(
     splitter = make_splitter(opts.chunk_chars, opts.chunk_overlap)
     failed: list[int] = []
     empty: list[int] = []
-    n_pages = min(doc.page_count, opts.max_pdf_pages)
+    total = doc.page_count
+    n_pages = min(total, opts.max_pdf_pages)
     try:
         for pno in range(n_pages):
             try:
@@ -74,8 +75,8 @@ def iter_pdf(
         doc.close()
     if report is not None:
         report.update(
-            pages=doc.page_count if n_pages == doc.page_count else n_pages,
+            pages=n_pages,
             pages_without_text=empty,
             pages_failed=failed,
-            pages_over_limit=max(0, doc.page_count - n_pages),
+            pages_over_limit=total - n_pages,
         )

@@ -11,8 +11,8 @@ import pytest
 
 from app.errors import ProfileMismatchError, StoreError
 from app.types import PageLoc, Segment, SourceRef, segment_id
-from embedder.fake import FakeEmbedder
 from embedder.base import TextInput
+from embedder.fake import FakeEmbedder
 from embedder.profiles import ProfileInfo
 from index.engines import FieldFilter
 from index.store import Index, IndexConfig

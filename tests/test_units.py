@@ -47,7 +47,11 @@ def test_payload_round_trip(loc: PageLoc | TimeLoc | None) -> None:
 
 
 def test_chunk_boxes_are_union_of_source_blocks() -> None:
-    blocks = [Block("alpha " * 30, (0, 0, 10, 10)), Block("beta " * 30, (0, 20, 10, 30)), Block("gamma", (5, 40, 9, 50))]
+    blocks = [
+        Block("alpha " * 30, (0, 0, 10, 10)),
+        Block("beta " * 30, (0, 20, 10, 30)),
+        Block("gamma", (5, 40, 9, 50)),
+    ]
     chunks = chunk_blocks(blocks, make_splitter(200, 0))
     assert len(chunks) >= 2
     assert chunks[0].bbox == (0, 0, 10, 10)

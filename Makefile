@@ -1,0 +1,49 @@
+# Loupe: two commands matter. `make demo` (venv, install, ingest the sample corpus, start the UI) and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DATA ?= .loupe-demo
+# Reinstall when pyproject.toml changes; the stamp name carries its hash.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# pip's machine-wide config names index folders that may not exist; its warnings about them are noise.
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := true
+
+.PHONY: install lint test test-all demo sample clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (first time: a few minutes)"
+	# torch first and pinned exactly: 2.13.0 is the CPU wheel; a looser spec would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/python -m pytest -m "not slow" -q
+
+test-all: install
+	$(VENV)/bin/python -m pytest -q
+
+sample: install
+	$(PY) tools/make_sample.py sample
+
+demo: install
+	$(VENV)/bin/loupe ingest sample --data-dir $(DEMO_DATA) --collection demo
+	$(VENV)/bin/loupe ui --data-dir $(DEMO_DATA) --collection demo
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) .mypy_cache .ruff_cache .pytest_cache
