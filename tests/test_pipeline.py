@@ -122,3 +122,26 @@ def test_symlink_loop_does_not_hang(tmp_path: Path, data_dir: Path) -> None:
     with loupe(data_dir) as lp:
         r = lp.ingest([root]).to_json()
     assert r["summary"]["ok"] == 1
+
+
+def test_embedding_failure_fails_only_that_file(tmp_path: Path, data_dir: Path) -> None:
+    """Files are embedded together in batches; when a batch fails, each file is retried alone."""
+    from app.errors import EmbedError
+    from embedder.fake import FakeEmbedder
+    from embedder.profiles import EmbeddingProfile
+
+    class Picky(FakeEmbedder):
+        def embed(self, items, *, role="passage"):  # type: ignore[no-untyped-def]
+            if any("poison" in getattr(i, "text", "") for i in items):
+                raise EmbedError("cannot embed poison")
+            return super().embed(items, role=role)
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name, text in [("a.txt", "alpha harbour"), ("b.txt", "poison pill"), ("c.txt", "gamma lighthouse")]:
+        (folder / name).write_text(text)
+    settings = load_settings(None, data_dir=str(data_dir), profile="fake", collection="kb")
+    with Loupe(settings, EmbeddingProfile("fake", Picky(64))) as lp:
+        r = lp.ingest([folder]).to_json()
+    status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in r["files"]}
+    assert status == {"a.txt": ("ok", None), "b.txt": ("failed", "cannot embed poison"), "c.txt": ("ok", None)}
