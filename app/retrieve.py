@@ -47,11 +47,22 @@ def _place(seg: Segment) -> tuple[str, object]:
 
 
 def group_hits(found: Sequence[tuple[Segment, float]], k: int, per_source: int) -> list[Hit]:
-    """Best segment per place, at most ``per_source`` places per source, ranks 1..k."""
+    """Best segment per place, at most ``per_source`` places per source, ranks 1..k.
+
+    While a changed file is being replaced, both versions are briefly in the index; only the newest version
+    (by file mtime) of each source is kept, so a result list never mixes two versions of one file.
+    """
+    newest: dict[str, tuple[float, str]] = {}
+    for seg, _ in found:
+        cand = (seg.source.mtime, seg.source.sha256)
+        if cand > newest.get(seg.source.uri, (float("-inf"), "")):
+            newest[seg.source.uri] = cand
     seen_places: set[tuple[str, object]] = set()
     per: dict[str, int] = {}
     out: list[Hit] = []
     for seg, score in found:
+        if newest[seg.source.uri][1] != seg.source.sha256:
+            continue
         place = _place(seg)
         if place in seen_places:
             continue

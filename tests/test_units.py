@@ -113,3 +113,27 @@ def test_extractive_answer_cites_best_sentences() -> None:
     assert "north channel was dredged" in first and first.endswith("[1]") and "Gulls" not in first
     assert [c.n for c in ans.citations] == [1, 2]
     assert extractive_answer("x", []).citations == []
+
+
+def test_grouping_never_mixes_two_versions_of_a_file() -> None:
+    old_src = SourceRef("/x/a.pdf", "1" * 64, "application/pdf", "a", 10, 1.0)
+    new_src = SourceRef("/x/a.pdf", "2" * 64, "application/pdf", "a", 10, 2.0)
+    found = [
+        (Segment("o1", old_src, "text", PageLoc(1), "old"), 0.9),
+        (Segment("n2", new_src, "text", PageLoc(2), "new"), 0.8),
+        (Segment("o3", old_src, "text", PageLoc(3), "old"), 0.7),
+    ]
+    assert [h.segment.id for h in group_hits(found, k=10, per_source=3)] == ["n2"]
+
+
+def test_network_guard_blocks_outside_connections() -> None:
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with pytest.raises(RuntimeError, match="network access blocked"):
+            s.connect(("192.0.2.1", 80))  # TEST-NET-1: never routed; the guard must refuse before trying
+    finally:
+        s.close()
+    with pytest.raises(RuntimeError, match="DNS lookup blocked"):
+        socket.getaddrinfo("example.org", 443)
