@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("source", help="the file path as it was ingested")
 
+    p = sub.add_parser("eval", help="score retrieval on labelled queries (R@k, MRR, nDCG per modality)")
+    _common(p)
+    p.add_argument("--queries", required=True, help="queries JSONL (paths inside are relative to its folder)")
+    p.add_argument("--corpus", required=True, help="folder to ingest (reused when unchanged)")
+    p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--k", type=int, default=10)
+
     p = sub.add_parser("ui", help="start the Streamlit UI")
     _common(p)
     p.add_argument("--port", type=int, default=8501)
@@ -198,6 +205,44 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0 if n else 1
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from app.evaluate import corpus_collection_name, format_table, load_queries, run_queries
+
+    queries = load_queries(args.queries)
+    corpus = Path(args.corpus)
+    if not corpus.is_dir():
+        raise ConfigError(f"corpus folder {corpus} does not exist")
+    settings = _settings(args)
+    if not args.collection:
+        settings = settings.model_copy(update={"collection": corpus_collection_name(corpus, settings.profile)})
+    with Loupe(settings) as lp:
+        ingest_report = lp.ingest([corpus], prune=True, show_progress=sys.stderr.isatty())
+        if ingest_report.has_failures:
+            failed = [f for f in ingest_report.files if f.status == "failed"]
+            print(f"warning: {len(failed)} corpus files failed to ingest, e.g. {failed[0].path}: {failed[0].reason}")
+
+        def search(q: Any, base: Path) -> list[tuple[str, Any, float]]:
+            image = str(base / q.image) if q.image else None
+            audio = str(base / q.audio) if q.audio else None
+            hits = lp.search(q.text, image=image, audio=audio, k=args.k)
+            return [(h.segment.source.uri, h.locator_json, h.score) for h in hits]
+
+        report = run_queries(queries, Path(args.queries).absolute().parent, search, k=args.k)
+        report = {
+            "profile": lp.profile.info.name,
+            "models": lp.profile.info.model_ids,
+            "collection": settings.collection,
+            "ingest": ingest_report.summary(),
+            **report,
+        }
+    print(format_table(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        print(f"report: {args.out}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env = dict(os.environ)
@@ -230,6 +275,7 @@ COMMANDS = {
     "ask": cmd_ask,
     "collections": cmd_collections,
     "delete": cmd_delete,
+    "eval": cmd_eval,
     "ui": cmd_ui,
 }
 
