@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=512.0, gt=0)
     max_pdf_pages: int = Field(default=5000, ge=1)
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    # PDF pages: OCR where there is no text layer ("auto"), always ("on") or never ("off"); page image dpi.
+    ocr: Literal["auto", "on", "off"] = "auto"
+    render_dpi: int = Field(default=100, ge=36, le=300)
 
     @field_validator("collection")
     @classmethod

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import ingest
 from app.errors import IngestError, LoupeError
+from app.media import drop_unused_media
 from app.types import Segment
 from embedder.profiles import EmbeddingProfile
 from index.store import Index
@@ -163,7 +164,9 @@ class IngestPipeline:
             for root in roots:
                 for uri in sorted(self.index.sources(under=str(root))):
                     if not Path(uri).exists():
+                        shas = {st.sha256 for st in self.index.source_states(uri)}
                         self.index.delete_source(uri)
+                        self._drop_media(shas)
                         report.deleted_sources.append(uri)
         report.seconds = time.perf_counter() - t0
         return report
@@ -192,7 +195,8 @@ class IngestPipeline:
             return FileReport(str(path), "unchanged", segments=states[0].points)
         details: dict[str, Any] = {}
         segs = list(ingest.segments(prepared, self.options, details))
-        return _Pending(path, prepared, segs, details)
+        old = {st.sha256 for st in states} - {prepared.source.sha256}
+        return _Pending(path, prepared, segs, details, old)
 
     def _flush(self, pending: list[tuple[int, _Pending]], results: list[FileReport | None]) -> None:
         """Embed the pending files' segments together, then store each file and drop its older version."""
@@ -212,6 +216,10 @@ class IngestPipeline:
             at += len(p.segments)
             results[i] = self._guard(p.path, partial(self._store, p, vecs))
 
+    def _drop_media(self, sha256s: set[str]) -> None:
+        if self.options.media_dir is not None and sha256s:
+            drop_unused_media(self.index, self.options.media_dir, sha256s)
+
     def _embed_and_store(self, p: _Pending) -> FileReport:
         return self._store(p, self.profile.embed_segments(p.segments))
 
@@ -225,8 +233,9 @@ class IngestPipeline:
         for start in range(0, len(keep), 256):
             batch = keep[start : start + 256]
             self.index.upsert([s for s, _ in batch], [v for _, v in batch], source_segments=len(keep))
-        # New version stored completely: now drop older versions of the same file.
+        # New version stored completely: now drop older versions of the same file, and their media.
         self.index.delete_source(p.prepared.source.uri, keep_sha256=p.prepared.source.sha256)
+        self._drop_media(p.old_sha256s)
         return FileReport(str(p.path), "ok", segments=len(keep), details=p.details)
 
 
@@ -238,3 +247,4 @@ class _Pending:
     prepared: ingest.PreparedFile
     segments: list[Segment]
     details: dict[str, Any]
+    old_sha256s: set[str]

@@ -13,6 +13,7 @@ from typing import Any
 from app.config import Settings
 from app.errors import StoreError
 from app.generate import Answer, extractive_answer
+from app.media import drop_unused_media
 from app.pipeline import IngestPipeline, IngestReport, ProgressFn
 from app.retrieve import Filters, search
 from app.types import Hit
@@ -39,6 +40,9 @@ def ingest_options(settings: Settings) -> IngestOptions:
         chunk_overlap=settings.chunk_overlap,
         max_file_mb=settings.max_file_mb,
         max_pdf_pages=settings.max_pdf_pages,
+        media_dir=settings.data_dir / "media",
+        ocr=settings.ocr,
+        render_dpi=settings.render_dpi,
     )
 
 
@@ -134,7 +138,11 @@ class Loupe:
     def delete_source(self, source: str) -> int:
         """Delete a source (path as ingested, or relative to the current folder). Returns points deleted."""
         uri = str(Path(source).absolute())
-        return self.index().delete_source(uri)
+        idx = self.index()
+        shas = {s.sha256 for s in idx.source_states(uri)}
+        n = idx.delete_source(uri)
+        drop_unused_media(idx, self.settings.data_dir / "media", shas)
+        return n
 
     def collections(self) -> list[str]:
         """Collection names at this location."""

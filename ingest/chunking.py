@@ -24,6 +24,13 @@ class Chunk:
     bbox: tuple[float, float, float, float] | None
 
 
+def clean_text(text: str) -> str:
+    """Text safe to store and index: lone UTF-16 surrogates (from broken PDF fonts) and NULs replaced."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\ufffd")
+
+
 def make_splitter(chunk_chars: int, chunk_overlap: int) -> RecursiveCharacterTextSplitter:
     """A recursive splitter preferring paragraph, then line, then sentence, then word boundaries."""
     return RecursiveCharacterTextSplitter(
@@ -52,7 +59,7 @@ def chunk_blocks(blocks: Sequence[Block], splitter: RecursiveCharacterTextSplitt
     parts: list[str] = []
     pos = 0
     for b in blocks:
-        t = b.text.strip()
+        t = clean_text(b.text.strip())
         if not t:
             continue
         if parts:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from app.errors import IngestError
 from app.types import MediaRef, Segment, SourceRef, segment_id
+from ingest.chunking import clean_text
 from ingest.options import IngestOptions
 
 # PIL's own default guard (~89 Mpx) is for untrusted input; keep it and say so when it fires.
@@ -32,7 +33,7 @@ def iter_image(path: Path, source: SourceRef, opts: IngestOptions) -> Iterator[S
         raise IngestError(str(path), f"refused: image is too large to decode safely ({e})") from e
     except Exception as e:
         raise IngestError(str(path), f"cannot read image: {e}") from e
-    caption = source.title if not desc else f"{source.title}. {desc}"
+    caption = clean_text(source.title if not desc else f"{source.title}. {desc}")
     yield Segment(
         id=segment_id(source, "image", None),
         source=source,

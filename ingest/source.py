@@ -6,6 +6,7 @@ import hashlib
 import mimetypes
 import os
 import stat
+import zipfile
 from pathlib import Path
 
 import filetype
@@ -80,8 +81,30 @@ def check_content_matches(path: Path) -> None:
     elif ext in {".docx", ".pptx", ".xlsx"}:
         if sniffed not in _ZIP_FORMATS:
             raise IngestError(str(path), f"is not an Office Open XML file (content: {sniffed or 'unknown'})")
+        check_zip_bomb(path)
     elif ext in IMAGE_EXTS and (sniffed is None or filetype.guess_mime(str(path)) is None):
         raise IngestError(str(path), "is not a readable image (unknown content)")
+
+
+# Real Office files inflate 2-20x and stay far below these; a zip bomb inflates 1000x or more.
+MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
+MAX_ZIP_RATIO = 100.0
+
+
+def check_zip_bomb(path: Path) -> None:
+    """Refuse a zip container whose entries would inflate beyond sane bounds, before any parser opens it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise IngestError(str(path), f"is a damaged zip container: {e}") from e
+    total = sum(i.file_size for i in infos)
+    packed = max(1, sum(i.compress_size for i in infos))
+    if total > MAX_UNZIPPED_BYTES or (total > 16 * 1024 * 1024 and total / packed > MAX_ZIP_RATIO):
+        raise IngestError(
+            str(path),
+            f"refused: it would unpack to {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB (a zip bomb?)",
+        )
 
 
 def source_ref(path: Path, st: os.stat_result, sha256: str) -> SourceRef:
