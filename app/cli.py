@@ -249,7 +249,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env["LOUPE_DATA_DIR"] = str(settings.data_dir)
     env["LOUPE_COLLECTION"] = settings.collection
     env["LOUPE_PROFILE"] = settings.profile
-    app_file = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    app_file = Path(__file__).resolve().parent.parent / "ui" / "streamlit_app.py"
     cmd = [
         sys.executable,
         "-m",

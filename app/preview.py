@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.types import Hit, PageLoc
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,11 @@ def page_preview(hit: Hit) -> PagePreview | None:
     return PagePreview(seg.media.path, px, seg.locator.page)
 
 
-def draw_box(preview: PagePreview, color: tuple[int, int, int] = (255, 170, 0), width: int = 3) -> object:
+def draw_box(preview: PagePreview, color: tuple[int, int, int] = (255, 170, 0), width: int = 3) -> Image.Image:
     """The page image (PIL) with the box outlined and lightly shaded."""
     from PIL import Image, ImageDraw
 
-    im = Image.open(preview.image_path).convert("RGB")
+    im: Image.Image = Image.open(preview.image_path).convert("RGB")
     if preview.box_px is not None:
         overlay = Image.new("RGBA", im.size, (0, 0, 0, 0))
         d = ImageDraw.Draw(overlay)

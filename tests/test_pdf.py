@@ -115,7 +115,7 @@ def test_page_images_and_preview_box(tmp_path: Path) -> None:
     # 100 dpi: 595 pt → 826 px; the text box starts at x=72 pt → ~100 px.
     assert abs(w - 826) <= 2 and abs(pv.box_px[0] - 100) <= 3
     drawn = draw_box(pv)
-    assert drawn.size == (w, h)  # type: ignore[attr-defined]
+    assert drawn.size == (w, h)
 
 
 class FakeOcr:

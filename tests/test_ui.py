@@ -1,4 +1,4 @@
-"""The Streamlit page (ui/app.py) driven through streamlit.testing's AppTest, on the fake embedding profile."""
+"""The Streamlit page (ui/streamlit_app.py) driven through AppTest, on the fake embedding profile."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from app.config import load_settings
 from app.service import Loupe
 
-APP = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+APP = Path(__file__).resolve().parent.parent / "ui" / "streamlit_app.py"
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +117,7 @@ def test_image_hit_shows_the_image(corpus: Path, data_dir: Path) -> None:
 
 
 def test_page_imports_the_app_package_in_a_fresh_process(data_dir: Path, tmp_path: Path) -> None:
-    """Streamlit puts ui/ first on sys.path, where ui/app.py would shadow the ``app`` package."""
+    """Streamlit puts ui/ first on sys.path: nothing there may shadow the ``app`` package."""
     code = (
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(APP)!r}, default_timeout=60).run()\n"

@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import streamlit as st
+
+from app.config import Settings, load_settings
+from app.errors import LoupeError
+from app.generate import Answer
+from app.preview import draw_box, page_preview
+from app.retrieve import Filters
+from app.service import Loupe
+from app.types import Hit, PageLoc, TimeLoc
+
+# unstructured prints an advertisement on import unless told not to (entry point: env may be set here).
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
-# Streamlit puts this file's folder first on sys.path, where this very file would shadow the ``app`` package.
-_UI_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _UI_DIR]
-
-import streamlit as st  # noqa: E402
-
-from app.config import Settings, load_settings  # noqa: E402
-from app.errors import LoupeError  # noqa: E402
-from app.generate import Answer  # noqa: E402
-from app.retrieve import Filters  # noqa: E402
-from app.service import Loupe  # noqa: E402
-from app.types import Hit, PageLoc, TimeLoc  # noqa: E402
 
 EMPTY = "Nothing ingested yet — run `loupe ingest PATH`"
 SNIPPET_CHARS = 500
@@ -105,6 +103,14 @@ def show_hit(hit: Hit, query: str) -> None:
         head += [f"`{seg.modality}`", f"score {hit.score:.4f}"]
         st.markdown(" · ".join(head))
         st.caption(md_escape(seg.source.uri))
+        preview = page_preview(hit)
+        if preview is not None:
+            # Page hits: the page image with the hit's box, beside the snippet.
+            left, right = st.columns([2, 3])
+            left.image(draw_box(preview), caption=f"page {preview.page}")
+            if seg.text:
+                right.markdown(emphasise(snippet(seg.text), query))
+            return
         if seg.modality == "image" and seg.media is not None and Path(seg.media.path).is_file():
             st.image(seg.media.path)
         if seg.text:
