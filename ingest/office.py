@@ -50,6 +50,14 @@ def _partitioner(ext: str) -> Callable[..., list[Any]]:
         from unstructured.partition.xlsx import partition_xlsx
 
         return partition_xlsx
+    if ext == ".odt":  # converted through pandoc (the pypandoc-binary wheel ships it)
+        from unstructured.partition.odt import partition_odt
+
+        return partition_odt
+    if ext == ".rtf":
+        from unstructured.partition.rtf import partition_rtf
+
+        return partition_rtf
     if ext == ".eml":
         from unstructured.partition.email import partition_email
 

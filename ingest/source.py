@@ -16,13 +16,13 @@ from app.types import SourceRef
 
 TEXT_EXTS = {".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".log"}
 HTML_EXTS = {".html", ".htm", ".xhtml"}
-OFFICE_EXTS = {".docx", ".pptx", ".xlsx", ".eml"}
+OFFICE_EXTS = {".docx", ".pptx", ".xlsx", ".eml", ".odt", ".rtf"}
 PDF_EXTS = {".pdf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 SUPPORTED_EXTS = TEXT_EXTS | HTML_EXTS | OFFICE_EXTS | PDF_EXTS | IMAGE_EXTS
 
 # Extensions whose bytes are a zip container (docx/pptx/xlsx): filetype reports them as zip or as the format.
-_ZIP_FORMATS = {"zip", "docx", "pptx", "xlsx"}
+_ZIP_FORMATS = {"zip", "docx", "pptx", "xlsx", "odt"}
 
 
 def check_regular_file(path: Path, max_mb: float) -> os.stat_result:
@@ -78,10 +78,14 @@ def check_content_matches(path: Path) -> None:
             head = f.read(1024)
         if b"%PDF-" not in head:
             raise IngestError(str(path), "is not a PDF (no %PDF- header); the file is corrupt or misnamed")
-    elif ext in {".docx", ".pptx", ".xlsx"}:
+    elif ext in {".docx", ".pptx", ".xlsx", ".odt"}:
         if sniffed not in _ZIP_FORMATS:
-            raise IngestError(str(path), f"is not an Office Open XML file (content: {sniffed or 'unknown'})")
+            raise IngestError(str(path), f"is not an office document (content: {sniffed or 'unknown'})")
         check_zip_bomb(path)
+    elif ext == ".rtf":
+        with path.open("rb") as f:
+            if not f.read(16).lstrip().startswith(b"{\\rtf"):
+                raise IngestError(str(path), "is not an RTF document (no {\\rtf header)")
     elif ext in IMAGE_EXTS and (sniffed is None or filetype.guess_mime(str(path)) is None):
         raise IngestError(str(path), "is not a readable image (unknown content)")
 
