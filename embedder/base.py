@@ -8,7 +8,7 @@ from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-InputKind = Literal["text", "image", "audio"]
+InputKind = Literal["text", "image", "audio", "video"]
 Role = Literal["query", "passage"]
 
 
@@ -21,20 +21,30 @@ class TextInput:
 
 @dataclass(frozen=True)
 class ImageInput:
-    """An image file to embed (PNG/JPEG/...)."""
+    """An image file to embed (PNG/JPEG/...), with any text known about it (OCR, caption) to mix in."""
 
     path: str
+    text: str | None = None
 
 
 @dataclass(frozen=True)
+class VideoInput:
+    """A window of video frames (image files in time order, 1 per second), with text known about it."""
+
+    frames: tuple[str, ...]
+    text: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
 class AudioInput:
-    """Mono audio samples at ``sample_rate`` Hz, float32 in [-1, 1]."""
+    """Mono audio samples at ``sample_rate`` Hz, float32 in [-1, 1]; ``speech`` when voice dominates."""
 
     samples: np.ndarray
     sample_rate: int
+    speech: bool = False
 
 
-EmbedInput = TextInput | ImageInput | AudioInput
+EmbedInput = TextInput | ImageInput | VideoInput | AudioInput
 
 
 def input_kind(item: EmbedInput) -> InputKind:
@@ -43,6 +53,8 @@ def input_kind(item: EmbedInput) -> InputKind:
         return "text"
     if isinstance(item, ImageInput):
         return "image"
+    if isinstance(item, VideoInput):
+        return "video"
     return "audio"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, l2_normalize
+from embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, VideoInput, l2_normalize
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -25,7 +25,7 @@ def _word_vector(word: str, dim: int) -> np.ndarray:
 class FakeEmbedder:
     """Bag-of-hashed-words for text; a hash of the bytes for images and audio. Same input → same vector."""
 
-    kinds: frozenset[InputKind] = frozenset({"text", "image", "audio"})
+    kinds: frozenset[InputKind] = frozenset({"text", "image", "audio", "video"})
 
     def __init__(self, dim: int = 64, name: str = "fake") -> None:
         self.name = name
@@ -40,13 +40,18 @@ class FakeEmbedder:
         if isinstance(item, TextInput):
             words = [w.lower() for w in _WORD.findall(item.text)]
             if not words:
-                return np.zeros(self.dim, dtype=np.float32)
+                return self._zero()
             return np.sum([_word_vector(w, self.dim) for w in words], axis=0)
         if isinstance(item, ImageInput):
             with open(item.path, "rb") as f:
                 return _word_vector("image:" + hashlib.sha256(f.read()).hexdigest(), self.dim)
+        if isinstance(item, VideoInput):
+            return np.sum([self._one(ImageInput(f)) for f in item.frames], axis=0) if item.frames else self._zero()
         assert isinstance(item, AudioInput)
         return _word_vector("audio:" + hashlib.sha256(item.samples.tobytes()).hexdigest(), self.dim)
+
+    def _zero(self) -> np.ndarray:
+        return np.zeros(self.dim, dtype=np.float32)
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Embed items; ``role`` is ignored (the fake is symmetric)."""

@@ -14,11 +14,26 @@ import numpy as np
 
 from app.errors import EmbedError, UnknownNameError
 from app.types import Segment
-from embedder.base import Embedder, EmbedInput, ImageInput, InputKind, TextInput, input_kind
+from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, InputKind, TextInput, VideoInput, input_kind
 from embedder.e5 import E5Embedder
 from embedder.fake import FakeEmbedder
 
 UNIFIED = "unified"
+# Audio clips in the media store are 16 kHz mono WAV (ingest/audio.py writes them).
+CLIP_RATE = 16_000
+
+
+def load_clip(path: str) -> np.ndarray:
+    """A stored clip (16 kHz mono WAV) as float32 samples in [-1, 1]."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise EmbedError(f"cannot read audio clip {path}: {e}") from e
+    if rate != CLIP_RATE:
+        raise EmbedError(f"audio clip {path} is {rate} Hz; clips in the media store must be {CLIP_RATE} Hz")
+    return np.asarray(data.mean(axis=1), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -87,29 +102,40 @@ class EmbeddingProfile:
     def segment_input(self, seg: Segment) -> EmbedInput | None:
         """How a segment enters the unified space, or None when it carries nothing to embed.
 
-        Text-bearing segments are embedded as passages with their document title as context. Images go in as
-        pixels when the unified backend takes images; otherwise by their text (OCR, caption or file name) —
-        the offline bridge for images comes with the embedder issue.
+        Pixels and sound go in as such when the unified backend takes that kind (with any text known about
+        the item to mix in); otherwise a segment enters by its text (OCR, caption, file name). Text-bearing
+        segments are embedded as passages with their document title as context.
         """
-        if seg.modality == "image" and "image" in self.unified.kinds and seg.media is not None:
-            return ImageInput(seg.media.path)
+        kinds = self.unified.kinds
         text = (seg.text or "").strip()
+        media = seg.media
+        if seg.modality in ("image", "video_frame") and "image" in kinds and media is not None:
+            return ImageInput(media.path, text or None)
+        if seg.modality == "video_window" and "video" in kinds and seg.meta.get("frames"):
+            return VideoInput(tuple(seg.meta["frames"]), text or None)
+        if seg.modality in ("audio_clip", "speech_clip") and "audio" in kinds and media is not None:
+            samples = load_clip(media.path)
+            return AudioInput(samples, CLIP_RATE, speech=seg.modality == "speech_clip")
         if not text:
             return None
         title = seg.source.title.strip()
         return TextInput(f"{title}\n{text}" if title and title not in text[:200] else text)
 
     def embed_segments(self, segments: Sequence[Segment]) -> list[dict[str, np.ndarray] | None]:
-        """Vectors per segment (None where the segment has nothing the profile can embed)."""
+        """Vectors per segment: ``unified`` always, plus each extra named vector whose backend takes the
+        segment's input kind (e.g. ``visual`` for images and frames). None where there is nothing to embed.
+        """
         inputs = [self.segment_input(s) for s in segments]
         out: list[dict[str, np.ndarray] | None] = [None] * len(segments)
-        for kind in ("text", "image", "audio"):
+        for kind in ("text", "image", "video", "audio"):
             idx = [i for i, inp in enumerate(inputs) if inp is not None and input_kind(inp) == kind]
             if not idx:
                 continue
-            vecs = self.unified.embed([inputs[i] for i in idx], role="passage")  # type: ignore[misc]
+            batch = [inp for i in idx if (inp := inputs[i]) is not None]
+            vecs = self.unified.embed(batch, role="passage")
+            named = {name: emb.embed(batch, role="passage") for name, emb in self.extra.items() if kind in emb.kinds}
             for j, i in enumerate(idx):
-                out[i] = {UNIFIED: vecs[j]}
+                out[i] = {UNIFIED: vecs[j], **{name: v[j] for name, v in named.items()}}
         return out
 
     def embed_query(self, query: Query) -> dict[InputKind, np.ndarray]:
