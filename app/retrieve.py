@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.types import Hit, PageLoc, Segment, TimeLoc
-from embedder.profiles import UNIFIED, EmbeddingProfile, Query
+from embedder.profiles import EmbeddingProfile, Query
 from index.engines import FieldFilter
 from index.store import Index
 
@@ -22,6 +22,10 @@ class Filters:
     modalities: Sequence[str] = field(default_factory=tuple)
     sources: Sequence[str] = field(default_factory=tuple)
     page_range: tuple[int, int] | None = None
+    # Seconds within audio/video sources: segments starting in [start, end].
+    time_range: tuple[float, float] | None = None
+    # Source file modification time (Unix seconds), e.g. "documents changed since …".
+    modified_range: tuple[float | None, float | None] | None = None
 
     def to_field_filter(self) -> FieldFilter | None:
         """The engine-neutral filter (None when nothing is restricted)."""
@@ -33,6 +37,10 @@ class Filters:
             must["source.uri"] = list(self.sources)
         if self.page_range:
             ranges["locator.page"] = (float(self.page_range[0]), float(self.page_range[1]))
+        if self.time_range:
+            ranges["locator.start_s"] = (float(self.time_range[0]), float(self.time_range[1]))
+        if self.modified_range:
+            ranges["source.mtime"] = self.modified_range
         flt = FieldFilter(must=must, ranges=ranges)
         return None if flt.is_empty() else flt
 
@@ -90,8 +98,9 @@ def search(
 
     >>> hits = search(index, profile, Query(text="quarterly revenue"), k=5)  # doctest: +SKIP
     """
-    parts = profile.embed_query(query)
-    dense = {UNIFIED: list(parts.values())}
+    vectors = profile.embed_query(query)
+    w = query.weights
+    dense = [(qv.using, qv.vector, w.get(qv.part, 1.0)) for qv in vectors]
     flt = filters.to_field_filter() if filters else None
     # Ask for more than k: grouping removes repeated places and sources.
     limit = max(k * 5, 50)
@@ -101,6 +110,6 @@ def search(
         flt=flt,
         limit=limit,
         prefetch_limit=max(limit, 100),
-        weights=query.weights,
+        bm25_weight=w.get("bm25", 1.0),
     )
     return group_hits(found, k, per_source)

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.errors import StoreError
+from app.errors import ConfigError, EmbedError, LoupeError, StoreError
 from app.generate import Answer, extractive_answer
 from app.media import drop_unused_media
 from app.pipeline import IngestPipeline, IngestReport, ProgressFn
 from app.retrieve import Filters, search
 from app.types import Hit
-from embedder.profiles import EmbeddingProfile, Query, create_profile
+from embedder.base import AudioInput
+from embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, create_profile
 from index.store import Index, IndexConfig
 from ingest import IngestOptions
 
@@ -44,6 +45,21 @@ def ingest_options(settings: Settings) -> IngestOptions:
         ocr=settings.ocr,
         render_dpi=settings.render_dpi,
     )
+
+
+def decode_query_audio(path: str) -> AudioInput:
+    """A recorded query as 16 kHz mono samples (the rate every audio backend takes)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"audio query file {path} does not exist")
+    try:
+        from ingest.audio import decode_to_array
+
+        samples = decode_to_array(Path(path))
+    except LoupeError:
+        raise
+    except Exception as e:
+        raise EmbedError(f"cannot decode the audio query {path}: {e}") from e
+    return AudioInput(samples, CLIP_RATE, speech=True)
 
 
 class Loupe:
@@ -119,7 +135,7 @@ class Loupe:
         filters: Filters | None = None,
     ) -> list[Hit]:
         """Hits for a text (and, with later profiles, image/voice) query; [] for an empty collection."""
-        query = Query(text=text, image=image, audio=audio)
+        query = Query(text=text, image=image, audio=decode_query_audio(audio) if audio else None)
         if not query.kinds():
             return []
         try:

@@ -62,11 +62,15 @@ class ProfileInfo:
 
 @dataclass
 class Query:
-    """A query with one or more parts. Each part is embedded into ``unified`` and fused at retrieval."""
+    """A query with one or more parts (text, an image file, a recording already decoded to samples).
+
+    Each part is embedded into ``unified`` and fused at retrieval; ``weights`` (by part: text, image, audio,
+    and ``bm25`` for the keyword stage) scale each part's say in the fusion.
+    """
 
     text: str | None = None
     image: str | None = None
-    audio: str | None = None
+    audio: AudioInput | None = None
     weights: dict[str, float] = field(default_factory=dict)
 
     def kinds(self) -> list[InputKind]:
@@ -79,6 +83,15 @@ class Query:
         if self.audio:
             out.append("audio")
         return out
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    """One query part embedded into one named vector."""
+
+    part: InputKind
+    using: str
+    vector: np.ndarray
 
 
 class EmbeddingProfile:
@@ -138,25 +151,30 @@ class EmbeddingProfile:
                 out[i] = {UNIFIED: vecs[j], **{name: v[j] for name, v in named.items()}}
         return out
 
-    def embed_query(self, query: Query) -> dict[InputKind, np.ndarray]:
-        """One unified vector per query part. Raises EmbedError for a part this profile cannot embed."""
-        parts: dict[InputKind, np.ndarray] = {}
+    def embed_query(self, query: Query) -> list[QueryVector]:
+        """Each query part into ``unified``, plus into every extra named vector that takes its kind
+        (an image query also searches ``visual``). Raises EmbedError for a part the profile cannot embed.
+        """
+        out: list[QueryVector] = []
         for kind in query.kinds():
             if kind not in self.unified.kinds:
                 raise EmbedError(
                     f"the {self.name!r} embedding profile cannot embed {kind} queries yet "
                     f"(it embeds: {', '.join(sorted(self.unified.kinds))})"
                 )
+            item: EmbedInput
             if kind == "text":
-                assert query.text is not None
-                item: EmbedInput = TextInput(query.text)
+                item = TextInput(query.text or "")
             elif kind == "image":
-                assert query.image is not None
-                item = ImageInput(query.image)
+                item = ImageInput(query.image or "")
             else:
-                raise EmbedError("audio queries need the speech encoder, which this profile does not have yet")
-            parts[kind] = self.unified.embed([item], role="query")[0]
-        return parts
+                assert query.audio is not None
+                item = query.audio
+            out.append(QueryVector(kind, UNIFIED, self.unified.embed([item], role="query")[0]))
+            for name, emb in self.extra.items():
+                if kind in emb.kinds:
+                    out.append(QueryVector(kind, name, emb.embed([item], role="query")[0]))
+        return out
 
 
 EMBEDDERS: dict[str, Callable[..., Embedder]] = {"fake": FakeEmbedder, "e5": E5Embedder}

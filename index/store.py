@@ -269,28 +269,22 @@ class Index:
 
     def search(
         self,
-        dense: Mapping[str, Sequence[np.ndarray]],
+        dense: Sequence[tuple[str, np.ndarray, float]],
         text: str | None,
         *,
         flt: FieldFilter | None = None,
         limit: int = 10,
         prefetch_limit: int = 100,
-        weights: Mapping[str, float] | None = None,
+        bm25_weight: float = 1.0,
     ) -> list[tuple[Segment, float]]:
-        """Hybrid search: each dense query vector (by named vector) and BM25 over ``text`` are one stage each,
-        fused with weighted RRF inside Qdrant. A single stage is a plain nearest-neighbour search.
+        """Hybrid search: each dense stage ``(named vector, query vector, weight)`` and BM25 over ``text``
+        are one stage each, fused with weighted RRF inside Qdrant. A single stage is a plain k-NN search.
         """
-        weights = weights or {}
-        stages: list[VectorQuery] = []
-        for name, vecs in dense.items():
-            for v in vecs:
-                stages.append(
-                    VectorQuery(name, np.asarray(v, dtype=np.float32), prefetch_limit, weights.get(name, 1.0))
-                )
+        stages = [VectorQuery(name, np.asarray(v, dtype=np.float32), prefetch_limit, w) for name, v, w in dense]
         if text and text.strip():
             sp = self.bm25.query(text)
             if sp.indices:
-                stages.append(VectorQuery(BM25, sp, prefetch_limit, weights.get(BM25, 1.0)))
+                stages.append(VectorQuery(BM25, sp, prefetch_limit, bm25_weight))
         if not stages:
             return []
         found = self.engine.query(stages, flt, limit)

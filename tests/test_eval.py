@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.cli import main
@@ -87,13 +88,18 @@ def test_eval_command_end_to_end(corpus: Path, tmp_path: Path, capsys: pytest.Ca
         {"id": "s1", "query_audio": "spoken.wav", "target_file": "corpus/notes.md", "modality": "speech->text"},
     ]  # fmt: skip
     qfile.write_text("\n".join(json.dumps(x) for x in lines))
+    import soundfile
+
+    t = np.arange(16000, dtype=np.float32) / 16000
+    soundfile.write(corpus.parent / "spoken.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
     out = tmp_path / "report.json"
     common = ["--data-dir", str(tmp_path / "d"), "--profile", "fake"]
     assert main(["eval", "--queries", str(qfile), "--corpus", str(corpus), "--out", str(out), *common]) == 0
     rep = json.loads(out.read_text())
     assert rep["profile"] == "fake" and rep["per_modality"]["text->pdf_page"]["R@1"] == 1.0
     assert rep["per_modality"]["text->text"]["R@1"] == 1.0
-    assert rep["per_modality"]["speech->text"]["unsupported"] == 1
+    speech = rep["per_modality"]["speech->text"]
+    assert speech["n"] + speech["unsupported"] == 1  # scored or reported unsupported, never dropped
     assert rep["queries"][0]["hits"][0]["file"] == "corpus/report.pdf"
     assert "overall" in capsys.readouterr().out
     # A second run reuses the collection: nothing is re-ingested.

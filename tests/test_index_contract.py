@@ -78,20 +78,20 @@ class TestIndexContract:
     def test_dense_bm25_and_hybrid(self, index: Index) -> None:
         fill(index, self.emb)
         q = self.emb.embed([TextInput("seals sandbank")], role="query")[0]
-        dense = index.search({"unified": [q]}, None, limit=3)
+        dense = index.search([("unified", q, 1.0)], None, limit=3)
         assert dense[0][0].source.uri == "/c/b.md"
-        sparse = index.search({}, "dredged channel", limit=3)
+        sparse = index.search([], "dredged channel", limit=3)
         assert sparse[0][0].text == "the north channel was dredged"
-        hybrid = index.search({"unified": [q]}, "seals", limit=3)
+        hybrid = index.search([("unified", q, 1.0)], "seals", limit=3)
         assert hybrid[0][0].source.uri == "/c/b.md"
         assert hybrid[0][0].locator == PageLoc(1)
 
     def test_filters(self, index: Index) -> None:
         fill(index, self.emb)
         q = self.emb.embed([TextInput("seals sandbank")], role="query")[0]
-        only_c = index.search({"unified": [q]}, None, flt=FieldFilter(must={"source.uri": "/c/c.txt"}), limit=10)
+        only_c = index.search([("unified", q, 1.0)], None, flt=FieldFilter(must={"source.uri": "/c/c.txt"}), limit=10)
         assert {s.source.uri for s, _ in only_c} == {"/c/c.txt"}
-        pages = index.search({"unified": [q]}, None, flt=FieldFilter(ranges={"locator.page": (2, 3)}), limit=10)
+        pages = index.search([("unified", q, 1.0)], None, flt=FieldFilter(ranges={"locator.page": (2, 3)}), limit=10)
         assert pages and all(s.locator.page >= 2 for s, _ in pages)  # type: ignore[union-attr]
         assert index.count(FieldFilter(must={"source.uri": ["/c/a.pdf", "/c/b.md"]})) == 3
 
@@ -151,8 +151,8 @@ def test_engines_agree(tmp_path: Path) -> None:
         out = []
         for text in ["seals sandbank", "ferry kiosk", "lighthouse budget pier", "cranes"]:
             q = emb.embed([TextInput(text)], role="query")[0]
-            out.append([s.id for s, _ in idx.search({"unified": [q]}, None, limit=3)])
-            out.append([s.id for s, _ in idx.search({}, text, limit=3)][:1])
+            out.append([s.id for s, _ in idx.search([("unified", q, 1.0)], None, limit=3)])
+            out.append([s.id for s, _ in idx.search([], text, limit=3)][:1])
         results[kind] = out
         idx.close()
     assert results["edge"] == results["memory"]
