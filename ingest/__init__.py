@@ -12,11 +12,13 @@ from app.types import Segment, SourceRef
 from ingest.options import IngestOptions
 from ingest.source import (
     HTML_EXTS,
+    AUDIO_EXTS,
     IMAGE_EXTS,
     OFFICE_EXTS,
     PDF_EXTS,
     SUPPORTED_EXTS,
     TEXT_EXTS,
+    VIDEO_EXTS,
     check_content_matches,
     check_regular_file,
     sha256_file,
@@ -62,4 +64,12 @@ def segments(prepared: PreparedFile, opts: IngestOptions, report: dict[str, Any]
         from ingest.image import iter_image
 
         return iter_image(path, source, opts)
+    if ext in VIDEO_EXTS:
+        from ingest.video import iter_video
+
+        return iter_video(path, source, opts, report)
+    if ext in AUDIO_EXTS:
+        from ingest.audio import iter_audio
+
+        return iter_audio(path, source, opts, report)
     raise IngestError(str(path), f"unsupported file type {ext or '(none)'}")

@@ -52,8 +52,9 @@ class RapidOcr:
                     from rapidocr import RapidOCR
                 except ImportError as e:
                     raise IngestError("ocr", "OCR needs the 'rapidocr' package: pip install rapidocr==3.10.0") from e
-                # rapidocr logs every model file it opens at INFO; keep ingest output readable.
-                logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+                # rapidocr logs every model file it opens at INFO and resets its logger's level when it builds
+                # an engine; a filter survives that and keeps ingest output readable.
+                logging.getLogger("RapidOCR").addFilter(lambda record: record.levelno >= logging.WARNING)
                 self._engine = RapidOCR()
         return self._engine
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IngestOptions(BaseModel):
@@ -34,3 +34,44 @@ class IngestOptions(BaseModel):
     tables: bool = True
     # Text blocks repeated in the top/bottom band of at least this share of pages are running headers/footers.
     header_footer_band: float = Field(default=0.08, ge=0.0, le=0.3)
+
+    # --- video (ingest/video.py) ---
+    # Frames are decoded at 1 FPS (design.md §1) and scaled once to fit this square, padded with black:
+    # EfficientNet-Lite0 takes exactly 224x224 (models.md), and 1 FPS x 224 px is what the native profile's
+    # video embedders take too.
+    video_frame_px: int = Field(default=224, ge=32, le=1024)
+    # Window length and stride in frames (= seconds at 1 FPS); at most 32 frames per window (design.md §3).
+    # 8/8 is a starting point (a shot or a sentence); the issue asks for it to be set by measurement on the dev set.
+    video_window_s: int = Field(default=8, ge=1, le=32)
+    video_stride_s: int = Field(default=8, ge=1, le=32)
+    # Frame thumbnails in the media store: quality 85 keeps a 224x224 frame at ~8-15 KB (measured on test video).
+    video_jpeg_quality: int = Field(default=85, ge=30, le=95)
+
+    # --- audio (ingest/audio.py; also the audio track of a video) ---
+    # Clips are cut at silences and at most this long (10 s ~ one or two spoken sentences; the speech encoder
+    # reads up to 30 s, the label bridge pools 0.96 s patches).
+    audio_clip_max_s: float = Field(default=10.0, ge=2.0, le=30.0)
+    # Shorter sounds are widened to this (with surrounding audio) so every clip has enough context to embed.
+    audio_clip_min_s: float = Field(default=1.0, ge=0.1, le=10.0)
+    # A clip cut mid-sound (it reached audio_clip_max_s) and the next one share this much audio, so a word on
+    # the cut is whole in one of them.
+    audio_clip_overlap_s: float = Field(default=0.5, ge=0.0, le=5.0)
+    # Energy gate, RMS per 32 ms frame in dBFS: quieter frames are silence and never reach the VAD model.
+    # -50 dBFS is below room tone of ordinary recordings (-40..-60) and far above digital silence.
+    audio_silence_db: float = Field(default=-50.0, ge=-120.0, le=-10.0)
+    # This much silence ends a clip (a pause between sentences; shorter gaps are pauses within speech).
+    audio_min_silence_s: float = Field(default=0.3, ge=0.05, le=5.0)
+    # Silero VAD's own default threshold for a speech frame.
+    audio_speech_threshold: float = Field(default=0.5, ge=0.05, le=0.95)
+    # A clip is a speech_clip when at least this share of its sounding frames is speech, else an audio_clip.
+    audio_speech_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Voice activity detection (silero-vad, ONNX); off labels every clip audio_clip.
+    audio_vad: bool = True
+
+    @model_validator(mode="after")
+    def _check_media_bounds(self) -> IngestOptions:
+        if self.audio_clip_min_s >= self.audio_clip_max_s:
+            raise ValueError("audio_clip_min_s must be below audio_clip_max_s")
+        if self.audio_clip_overlap_s * 2 > self.audio_clip_max_s:
+            raise ValueError("audio_clip_overlap_s must be at most half of audio_clip_max_s")
+        return self

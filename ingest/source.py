@@ -19,7 +19,11 @@ HTML_EXTS = {".html", ".htm", ".xhtml"}
 OFFICE_EXTS = {".docx", ".pptx", ".xlsx", ".eml", ".odt", ".rtf"}
 PDF_EXTS = {".pdf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
-SUPPORTED_EXTS = TEXT_EXTS | HTML_EXTS | OFFICE_EXTS | PDF_EXTS | IMAGE_EXTS
+# Containers that usually hold video (ingest/video.py; a file without a video stream is read as audio).
+VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp", ".ogv"}
+AUDIO_EXTS = {".wav", ".mp3", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".wma", ".aif", ".aiff", ".mka", ".amr"}
+MEDIA_EXTS = VIDEO_EXTS | AUDIO_EXTS
+SUPPORTED_EXTS = TEXT_EXTS | HTML_EXTS | OFFICE_EXTS | PDF_EXTS | IMAGE_EXTS | MEDIA_EXTS
 
 # Extensions whose bytes are a zip container (docx/pptx/xlsx): filetype reports them as zip or as the format.
 _ZIP_FORMATS = {"zip", "docx", "pptx", "xlsx", "odt"}
@@ -88,6 +92,31 @@ def check_content_matches(path: Path) -> None:
                 raise IngestError(str(path), "is not an RTF document (no {\\rtf header)")
     elif ext in IMAGE_EXTS and (sniffed is None or filetype.guess_mime(str(path)) is None):
         raise IngestError(str(path), "is not a readable image (unknown content)")
+    elif ext in MEDIA_EXTS:
+        check_media_content(path, ext, sniffed)
+
+
+def check_media_content(path: Path, ext: str, sniffed: str | None) -> None:
+    """Refuse a file named as audio/video whose bytes are text or another known format.
+
+    Unknown binary content is left to ffmpeg (raw AAC, MPEG-TS and others have no magic filetype knows);
+    text never reaches it (a playlist or concat list named .mp4 would make ffmpeg open other files).
+    """
+    kind = "video" if ext in VIDEO_EXTS else "audio"
+    if sniffed is not None:
+        mime = filetype.guess_mime(str(path)) or ""
+        if not mime.startswith(("video/", "audio/")):
+            raise IngestError(str(path), f"the extension says {kind} but the content is a {sniffed} file; rename it")
+        return
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < len(head) - 4:  # a multi-byte character cut at the end of the sample is still text
+                return
+        raise IngestError(str(path), f"the extension says {kind} but the content is text, not a {kind} file")
 
 
 # Real Office files inflate 2-20x and stay far below these; a zip bomb inflates 1000x or more.

@@ -75,8 +75,21 @@ def test_pypdf_fallback_reads_one_document_per_page(tmp_path: Path) -> None:
 def test_bench_query_smoke(tmp_path: Path) -> None:
     out = tmp_path / "query.json"
     data = _run(
-        ["query", "--sizes", "300", "--queries", "5", "--repeats", "1", "--profile", "fake"]
-        + ["--data-dir", str(tmp_path / "scratch"), "--out", str(out)]
+        [
+            "query",
+            "--sizes",
+            "300",
+            "--queries",
+            "5",
+            "--repeats",
+            "1",
+            "--profile",
+            "fake",
+            "--data-dir",
+            str(tmp_path / "scratch"),
+            "--out",
+            str(out),
+        ]
     )
     assert data["bench"] == "query"
     assert {(c["size"], c["quantization"]) for c in data["cases"]} == {(300, "none"), (300, "int8")}
@@ -98,8 +111,23 @@ def test_bench_query_smoke(tmp_path: Path) -> None:
 def test_bench_scale_smoke(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     data = _run(
-        ["scale", "--sizes", "200", "400", "--quantization", "none", "--queries", "3", "--repeats", "1"]
-        + ["--profile", "fake", "--no-embedder", "--out", str(out)]
+        [
+            "scale",
+            "--sizes",
+            "200",
+            "400",
+            "--quantization",
+            "none",
+            "--queries",
+            "3",
+            "--repeats",
+            "1",
+            "--profile",
+            "fake",
+            "--no-embedder",
+            "--out",
+            str(out),
+        ]
     )
     assert data["inputs"]["modes"] == ["dense"]
     assert [c["size"] for c in data["cases"]] == [200, 400]
@@ -110,8 +138,23 @@ def test_bench_scale_smoke(tmp_path: Path) -> None:
 def test_bench_embed_smoke_fake(tmp_path: Path, tiny_corpus: Path) -> None:
     out = tmp_path / "embed.json"
     data = _run(
-        ["embed", "--batch-sizes", "1", "--texts", "2", "--repeats", "1", "--profile", "fake"]
-        + ["--corpus", str(tiny_corpus), "--matmul-n", "256", "--out", str(out)]
+        [
+            "embed",
+            "--batch-sizes",
+            "1",
+            "--texts",
+            "2",
+            "--repeats",
+            "1",
+            "--profile",
+            "fake",
+            "--corpus",
+            str(tiny_corpus),
+            "--matmul-n",
+            "256",
+            "--out",
+            str(out),
+        ]
     )
     assert data["texts"]["n"] == 2
     assert data["matmul_fp32"]["gflops"] > 0
@@ -124,8 +167,21 @@ def test_bench_embed_smoke_fake(tmp_path: Path, tiny_corpus: Path) -> None:
 def test_bench_embed_smoke_e5(tmp_path: Path, tiny_corpus: Path) -> None:
     out = tmp_path / "embed.json"
     data = _run(
-        ["embed", "--batch-sizes", "1", "--texts", "2", "--repeats", "1"]
-        + ["--corpus", str(tiny_corpus), "--matmul-n", "256", "--out", str(out)]
+        [
+            "embed",
+            "--batch-sizes",
+            "1",
+            "--texts",
+            "2",
+            "--repeats",
+            "1",
+            "--corpus",
+            str(tiny_corpus),
+            "--matmul-n",
+            "256",
+            "--out",
+            str(out),
+        ]
     )
     row = data["batches"][0]
     for key in ("tokens_per_s", "gflops", "fraction_of_fp32_matmul"):
@@ -136,8 +192,19 @@ def test_bench_embed_smoke_e5(tmp_path: Path, tiny_corpus: Path) -> None:
 def test_bench_ingest_smoke(tmp_path: Path, tiny_corpus: Path) -> None:
     out = tmp_path / "ingest.json"
     data = _run(
-        ["ingest", "--corpus", str(tiny_corpus), "--repeats", "1", "--profile", "fake"]
-        + ["--data-dir", str(tmp_path / "scratch"), "--out", str(out)]
+        [
+            "ingest",
+            "--corpus",
+            str(tiny_corpus),
+            "--repeats",
+            "1",
+            "--profile",
+            "fake",
+            "--data-dir",
+            str(tmp_path / "scratch"),
+            "--out",
+            str(out),
+        ]
     )
     (entry,) = data["results"]
     loupe, anchor = entry["loupe"], entry["llama_index"]
