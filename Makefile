@@ -14,7 +14,18 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 
-.PHONY: install lint test test-all demo sample clean
+.PHONY: install system-deps lint test test-all demo sample clean
+
+# ffmpeg (video/audio decoding) and espeak-ng (speech for tests) from Debian when we may install them; without
+# them Loupe falls back to the static ffmpeg inside the imageio-ffmpeg wheel and speech tests are skipped.
+SYSTEM_TOOLS := ffmpeg espeak-ng
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (apt)"; apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note:$$missing not installed (needs root + apt); falling back where possible"; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +36,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-install: $(STAMP)
+install: $(STAMP) system-deps
 
 lint: install
 	$(VENV)/bin/ruff check .
