@@ -257,3 +257,35 @@ def test_docx_zip_bomb_is_refused(tmp_path: Path) -> None:
     assert bomb.stat().st_size < 2_000_000
     with pytest.raises(IngestError, match="refused"):
         prepare(bomb, IngestOptions())
+
+
+def test_table_cell_and_figure_caption_are_found_by_search(tmp_path: Path, data_dir: Path) -> None:
+    """Acceptance: a table's cell text finds the table's page and box; a caption finds its figure region."""
+    from app.config import load_settings
+    from app.service import Loupe
+
+    doc = new_doc(3, header=False)
+    page = doc[1]
+    rows = [["Berth", "Depth (m)", "Operator"], ["B-12", "14.5", "Kestrel Lines"], ["B-14", "11.0", "Fjord Cargo"]]
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            page.insert_text((76 + c * 150, 316 + r * 24), cell, fontsize=10)
+    for r in range(len(rows) + 1):
+        page.draw_line((72, 300 + r * 24), (522, 300 + r * 24))
+    for c in range(4):
+        page.draw_line((72 + c * 150, 300), (72 + c * 150, 372))
+    buf = io.BytesIO()
+    Image.new("RGB", (160, 90), "darkgreen").save(buf, format="PNG")
+    doc[2].insert_image(pymupdf.Rect(100, 420, 420, 600), stream=buf.getvalue())
+    doc[2].insert_text((100, 620), "Figure 4: Nesting sites of the little tern on Skerry Rocks", fontsize=10)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    doc.save(folder / "berths.pdf")
+    with Loupe(load_settings(None, data_dir=str(data_dir), profile="fake")) as lp:
+        assert not lp.ingest([folder]).has_failures
+        table_hit = lp.search("Kestrel Lines", k=3)[0]
+        fig_hit = lp.search("little tern nesting sites Skerry Rocks", k=3)[0]
+    assert table_hit.segment.meta["region"] == "table" and table_hit.locator_json == 2
+    assert table_hit.segment.locator.bbox == pytest.approx((72, 300, 522, 372), abs=2)
+    assert fig_hit.segment.meta["region"] == "figure" and fig_hit.locator_json == 3
+    assert fig_hit.segment.locator.bbox[1] == pytest.approx(420, abs=2)
