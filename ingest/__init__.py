@@ -11,8 +11,8 @@ from app.errors import IngestError
 from app.types import Segment, SourceRef
 from ingest.options import IngestOptions
 from ingest.source import (
-    HTML_EXTS,
     AUDIO_EXTS,
+    HTML_EXTS,
     IMAGE_EXTS,
     OFFICE_EXTS,
     PDF_EXTS,
@@ -21,6 +21,7 @@ from ingest.source import (
     VIDEO_EXTS,
     check_content_matches,
     check_regular_file,
+    is_mpeg_ts,
     sha256_file,
     source_ref,
 )
@@ -29,8 +30,11 @@ __all__ = ["SUPPORTED_EXTS", "IngestOptions", "PreparedFile", "is_supported", "p
 
 
 def is_supported(path: Path) -> bool:
-    """Whether Loupe has an ingest module for this file's extension."""
-    return path.suffix.lower() in SUPPORTED_EXTS
+    """Whether Loupe has an ingest module for this file's extension (a ``.ts`` file only if it is MPEG-TS)."""
+    ext = path.suffix.lower()
+    if ext == ".ts":
+        return is_mpeg_ts(path)
+    return ext in SUPPORTED_EXTS
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,13 @@ class IngestOptions(BaseModel):
     # 8/8 is a starting point (a shot or a sentence); the issue asks for it to be set by measurement on the dev set.
     video_window_s: int = Field(default=8, ge=1, le=32)
     video_stride_s: int = Field(default=8, ge=1, le=32)
-    # Frame thumbnails in the media store: quality 85 keeps a 224x224 frame at ~8-15 KB (measured on test video).
+    # Skip decoding frames no other frame refers to (ffmpeg -skip_frame noref): at 1 FPS they are rarely the
+    # sampled frame, and decoding dominates video ingest. Measured ~2x faster on 1080p30 H.264 (2 cores); the
+    # sampled frame moves by at most a few source frames. Same frame counts for H.264/5, MPEG-2/4, VP8/9, AV1,
+    # Theora and MJPEG test files.
+    video_skip_nonref: bool = True
+    # Frame thumbnails in the media store: quality 85 keeps a 224x224 frame at 4-6 KB on generated test video
+    # (flat scenes, testsrc2), i.e. ~40 MB per 2 hours; photographic frames are larger.
     video_jpeg_quality: int = Field(default=85, ge=30, le=95)
 
     # --- audio (ingest/audio.py; also the audio track of a video) ---

@@ -20,7 +20,9 @@ OFFICE_EXTS = {".docx", ".pptx", ".xlsx", ".eml", ".odt", ".rtf"}
 PDF_EXTS = {".pdf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 # Containers that usually hold video (ingest/video.py; a file without a video stream is read as audio).
-VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp", ".ogv"}
+# ".ts" is also TypeScript source: such a file counts as video only when its bytes are an MPEG transport stream.
+VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".wmv", ".flv"}
+VIDEO_EXTS |= {".3gp", ".ogv"}
 AUDIO_EXTS = {".wav", ".mp3", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".wma", ".aif", ".aiff", ".mka", ".amr"}
 MEDIA_EXTS = VIDEO_EXTS | AUDIO_EXTS
 SUPPORTED_EXTS = TEXT_EXTS | HTML_EXTS | OFFICE_EXTS | PDF_EXTS | IMAGE_EXTS | MEDIA_EXTS
@@ -94,6 +96,21 @@ def check_content_matches(path: Path) -> None:
         raise IngestError(str(path), "is not a readable image (unknown content)")
     elif ext in MEDIA_EXTS:
         check_media_content(path, ext, sniffed)
+
+
+def is_mpeg_ts(path: Path) -> bool:
+    """Whether a regular file starts like an MPEG transport stream (0x47 sync bytes 188 bytes apart).
+
+    Tells a ``.ts`` recording from a TypeScript source file; never opens anything but a regular file.
+    """
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
+        with path.open("rb") as f:
+            head = f.read(189)
+    except OSError:
+        return False
+    return len(head) == 189 and head[0] == 0x47 and head[188] == 0x47
 
 
 def check_media_content(path: Path, ext: str, sniffed: str | None) -> None:
