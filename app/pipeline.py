@@ -27,6 +27,7 @@ from embedder.profiles import EmbeddingProfile
 from index.store import Index
 
 log = logging.getLogger(__name__)
+EMBED_SLICE = 256
 
 Status = Literal["ok", "unchanged", "failed", "skipped"]
 
@@ -204,7 +205,7 @@ class IngestPipeline:
             return
         all_segs = [s for _, p in pending for s in p.segments]
         try:
-            vectors = self.profile.embed_segments(all_segs)
+            vectors = self._embed(all_segs)
         except Exception:
             # Find the culprit: embed file by file so one bad file does not fail its neighbours.
             for i, p in pending:
@@ -220,8 +221,16 @@ class IngestPipeline:
         if self.options.media_dir is not None and sha256s:
             drop_unused_media(self.index, self.options.media_dir, sha256s)
 
+    def _embed(self, segs: list[Segment]) -> list[dict[str, Any] | None]:
+        # Bounded slices: a 2-hour video has ~9,000 segments; inputs (decoded frames, clip samples) are built
+        # per slice, so memory stays flat however long the file.
+        out: list[dict[str, Any] | None] = []
+        for start in range(0, len(segs), EMBED_SLICE):
+            out.extend(self.profile.embed_segments(segs[start : start + EMBED_SLICE]))
+        return out
+
     def _embed_and_store(self, p: _Pending) -> FileReport:
-        return self._store(p, self.profile.embed_segments(p.segments))
+        return self._store(p, self._embed(p.segments))
 
     def _store(self, p: _Pending, vectors: list[dict[str, Any] | None]) -> FileReport:
         keep = [(s, v) for s, v in zip(p.segments, vectors, strict=True) if v is not None]

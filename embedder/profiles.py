@@ -177,9 +177,25 @@ class EmbeddingProfile:
         return out
 
 
-EMBEDDERS: dict[str, Callable[..., Embedder]] = {"fake": FakeEmbedder, "e5": E5Embedder}
+def _bridge(**opts: Any) -> Embedder:
+    from embedder.bridge import BridgeEmbedder
+
+    return BridgeEmbedder(**opts)
+
+
+EMBEDDERS: dict[str, Callable[..., Embedder]] = {"fake": FakeEmbedder, "e5": E5Embedder, "bridge": _bridge}
+
+
+def _offline_profile(**opts: Any) -> EmbeddingProfile:
+    """e5 text space; images, video and audio bridged into it by classifier labels (embedder/bridge.py)."""
+    from embedder.bridge import offline_backends
+
+    unified, extra = offline_backends(**opts)
+    return EmbeddingProfile("offline", unified, extra=dict(extra))
+
+
 PROFILES: dict[str, Callable[..., EmbeddingProfile]] = {
-    "offline": lambda **opts: EmbeddingProfile("offline", E5Embedder(**opts)),
+    "offline": _offline_profile,
     "fake": lambda **opts: EmbeddingProfile("fake", FakeEmbedder(**opts)),
 }
 
