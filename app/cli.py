@@ -21,6 +21,7 @@ from app.errors import ConfigError, LoupeError
 from app.retrieve import Filters
 from app.service import Loupe
 from app.types import Hit, PageLoc
+from embedder.profiles import create_profile
 
 EXIT_FAILURES = 3
 
@@ -214,7 +215,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"corpus folder {corpus} does not exist")
     settings = _settings(args)
     if not args.collection:
-        settings = settings.model_copy(update={"collection": corpus_collection_name(corpus, settings.profile)})
+        # The name hashes the corpus folder and the profile's models, so a changed profile gets a new collection.
+        space = create_profile(settings.profile).info.describe()
+        settings = settings.model_copy(update={"collection": corpus_collection_name(corpus, settings.profile, space)})
     with Loupe(settings) as lp:
         ingest_report = lp.ingest([corpus], prune=True, show_progress=sys.stderr.isatty())
         if ingest_report.has_failures:

@@ -208,9 +208,9 @@ def run_queries(queries: Sequence[EvalQuery], base: Path, search: SearchFn, k: i
     }
 
 
-def corpus_collection_name(corpus: Path, profile: str) -> str:
-    """A stable collection name per (corpus folder, profile), so a rerun reuses the built collection."""
-    digest = hashlib.sha256(f"{corpus.absolute()}|{profile}".encode()).hexdigest()[:10]
+def corpus_collection_name(corpus: Path, profile: str, space: str = "") -> str:
+    """A stable collection name per (corpus folder, profile, model space), so a rerun reuses the collection."""
+    digest = hashlib.sha256(f"{corpus.absolute()}|{profile}|{space}".encode()).hexdigest()[:10]
     return f"eval-{profile}-{digest}"
 
 
