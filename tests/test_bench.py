@@ -92,6 +92,7 @@ def test_bench_query_smoke(tmp_path: Path) -> None:
         ]
     )
     assert data["bench"] == "query"
+    assert data["inputs"]["unified_only"] is False  # the profile's full schema, as Loupe creates collections
     assert {(c["size"], c["quantization"]) for c in data["cases"]} == {(300, "none"), (300, "int8")}
     for case in data["cases"]:
         assert "error" not in case["build"], case["build"].get("stderr_tail")
@@ -130,9 +131,11 @@ def test_bench_scale_smoke(tmp_path: Path) -> None:
         ]
     )
     assert data["inputs"]["modes"] == ["dense"]
+    assert data["inputs"]["unified_only"] is True  # scale's default: 1M points with empty extra slots need ~14 GB
     assert [c["size"] for c in data["cases"]] == [200, 400]
     assert all(set(c["serve"]["modes"]) == {"dense"} for c in data["cases"])
     assert data["per_million_marginal"]["none"]["between_sizes"] == [200, 400]
+    assert all(c["build"]["collection_vectors"] == {"unified": 64} for c in data["cases"])
 
 
 def test_bench_embed_smoke_fake(tmp_path: Path, tiny_corpus: Path) -> None:
@@ -160,7 +163,7 @@ def test_bench_embed_smoke_fake(tmp_path: Path, tiny_corpus: Path) -> None:
     assert data["matmul_fp32"]["gflops"] > 0
     assert [b["batch_size"] for b in data["batches"]] == [1]
     assert "median" in data["batches"][0]["texts_per_s"]
-    assert {r["input"] for r in data["not_yet_supported"]} == {"image", "audio"}
+    assert {r["input"] for r in data["coverage"]} == {"image", "audio"}
 
 
 @pytest.mark.model
@@ -219,4 +222,6 @@ def test_bench_ingest_smoke(tmp_path: Path, tiny_corpus: Path) -> None:
     assert {"parse_s", "embed_s", "upsert_s", "imports_s"} <= set(m["phases_s"])
     assert anchor["metrics"]["nodes"]["median"] >= 3
     assert entry["ratio_loupe_over_llama_index"]["wall_s"]["n"] == 1
-    assert {r["input"] for r in data["not_yet_supported"]} >= {"video", "audio"}
+    coverage = {r["input"]: r["status"] for r in data["coverage"]}
+    assert set(coverage) == {"video", "audio", "scanned PDF"}
+    assert coverage["video"] in ("not yet supported", "supported, not measured")  # the tiny corpus has no video

@@ -26,6 +26,7 @@ from app.types import Hit, PageLoc, TimeLoc
 
 # unstructured prints an advertisement on import unless told not to (entry point: env may be set here).
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see app/cli.py: avoids stalls on a busy CPU
 
 EMPTY = "Nothing ingested yet — run `loupe ingest PATH`"
 SNIPPET_CHARS = 500
