@@ -8,11 +8,7 @@ from pathlib import Path
 
 from index.engines import FieldFilter
 from index.store import Index
-
-
-def media_folder(media_dir: Path, sha256: str) -> Path:
-    """Where a source's media live: ``<media_dir>/<sha[:2]>/<sha>``."""
-    return media_dir / sha256[:2] / sha256
+from ingest.options import media_folder
 
 
 def drop_unused_media(index: Index, media_dir: Path, sha256s: set[str]) -> list[str]:

@@ -36,7 +36,7 @@ import numpy as np
 from app.errors import IngestError
 from app.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 from ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
-from ingest.options import IngestOptions
+from ingest.options import IngestOptions, media_folder
 
 SAMPLE_RATE = 16_000
 # Silero VAD at 16 kHz reads 512-sample frames (32 ms) with the previous frame's last 64 samples as context.
@@ -333,7 +333,7 @@ def clip_folder(opts: IngestOptions, source: SourceRef, path: Path, what: str) -
     """The source's folder in the media store (created); audio and video cannot be ingested without one."""
     if opts.media_dir is None:
         raise IngestError(str(path), f"{what} ingest needs a media store for its frames and clips (media_dir is unset)")
-    folder = opts.media_dir / source.sha256[:2] / source.sha256
+    folder = media_folder(opts.media_dir, source.sha256)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

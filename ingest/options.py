@@ -8,6 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+def media_folder(media_dir: Path, sha256: str) -> Path:
+    """A source's folder in the media store: ``<media_dir>/<sha[:2]>/<sha>`` (keyed by content, not path)."""
+    return media_dir / sha256[:2] / sha256
+
+
 class IngestOptions(BaseModel):
     """How files are split into segments. Built once from the settings; ingest modules never read env."""
 

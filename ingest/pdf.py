@@ -24,7 +24,7 @@ from app.errors import IngestError
 from app.types import MediaRef, PageLoc, Segment, SourceRef, segment_id
 from ingest.chunking import Block, chunk_blocks, clean_text, make_splitter
 from ingest.ocr import OcrEngine, default_ocr
-from ingest.options import IngestOptions
+from ingest.options import IngestOptions, media_folder
 
 Box = tuple[float, float, float, float]
 _CAPTION = re.compile(r"^\s*(fig(ure)?|table|tab|chart|plate|illustration|abbildung|tabelle)\.?\s*[\dIVXivx]+", re.I)
@@ -160,7 +160,7 @@ def _ocr_blocks(page: Any, opts: IngestOptions, ocr: OcrEngine) -> list[tuple[Bl
 def _save_page_image(page: Any, pno: int, source: SourceRef, opts: IngestOptions) -> MediaRef | None:
     if opts.media_dir is None:
         return None
-    folder = opts.media_dir / source.sha256[:2] / source.sha256
+    folder = media_folder(opts.media_dir, source.sha256)
     image = folder / f"page-{pno + 1:05d}.jpg"
     thumb = folder / f"thumb-{pno + 1:05d}.jpg"
     if not image.exists():
