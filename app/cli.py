@@ -210,9 +210,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from app.evaluate import corpus_collection_name, format_table, load_queries, run_queries
+    from app.evaluate import check_places, corpus_collection_name, format_table, load_queries, run_queries
 
     queries = load_queries(args.queries)
+    problems = check_places(queries, Path(args.queries).absolute().parent)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ConfigError(f"queries file {args.queries}: " + "; ".join(problems[:5]) + more)
     corpus = Path(args.corpus)
     if not corpus.is_dir():
         raise ConfigError(f"corpus folder {corpus} does not exist")

@@ -102,6 +102,31 @@ def load_queries(path: str | os.PathLike[str]) -> list[EvalQuery]:
     return out
 
 
+def check_places(queries: Sequence[EvalQuery], base: Path) -> list[str]:
+    """Problems with the places the queries point at: missing files, PDF pages out of range, a paged file
+    without a page or a non-paged file with one. A mistyped target would otherwise score as a silent miss.
+    """
+    problems: list[str] = []
+    pages: dict[Path, int] = {}
+    for q in queries:
+        for i, place in enumerate(q.relevant):
+            where = f"query {q.id!r}" + ("" if i == 0 else f" also_relevant[{i - 1}]")
+            path = base / place.file
+            if not path.is_file():
+                problems.append(f"{where}: {place.file} does not exist under {base}")
+            elif path.suffix.lower() == ".pdf":
+                if path not in pages:
+                    import pymupdf
+
+                    with pymupdf.open(path) as doc:
+                        pages[path] = doc.page_count
+                if not isinstance(place.locator, int) or not 1 <= place.locator <= pages[path]:
+                    problems.append(f"{where}: {place.file} needs a page in 1..{pages[path]}, got {place.locator!r}")
+            elif isinstance(place.locator, int):
+                problems.append(f"{where}: {place.file} has no pages, got page {place.locator}")
+    return problems
+
+
 def matches(hit: Place, want: Place) -> bool:
     """Does a returned place count for a relevant place (file + page, file + overlapping time, or file)?"""
     if os.path.normpath(hit.file) != os.path.normpath(want.file):

@@ -105,3 +105,27 @@ def test_eval_command_end_to_end(corpus: Path, tmp_path: Path, capsys: pytest.Ca
     # A second run reuses the collection: nothing is re-ingested.
     assert main(["eval", "--queries", str(qfile), "--corpus", str(corpus), "--out", str(out), *common]) == 0
     assert json.loads(out.read_text())["ingest"]["unchanged"] == 5
+
+
+def test_eval_refuses_queries_pointing_nowhere(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.evaluate import check_places
+
+    qs = [
+        EvalQuery("ok", "text->pdf_page", Place("corpus/report.pdf", 3), text="x"),
+        EvalQuery("typo", "text->text", Place("corpus/notes.mdx"), text="x"),
+        EvalQuery("page", "text->pdf_page", Place("corpus/report.pdf", 9), text="x"),
+        EvalQuery("nopage", "text->pdf_page", Place("corpus/report.pdf"), text="x"),
+        EvalQuery("paged", "text->text", Place("corpus/notes.md", 2), text="x"),
+    ]
+    problems = check_places(qs, corpus.parent)
+    assert [p.split(":")[0] for p in problems] == ["query 'typo'", "query 'page'", "query 'nopage'", "query 'paged'"]
+    qfile = corpus.parent / "bad.jsonl"
+    qfile.write_text(
+        json.dumps({"id": "t", "query_text": "x", "target_file": "corpus/gone.md", "modality": "text->text"})
+    )
+    code = main(
+        ["eval", "--queries", str(qfile), "--corpus", str(corpus), "--data-dir", str(tmp_path), "--profile", "fake"]
+    )
+    assert code == 2 and "corpus/gone.md does not exist" in capsys.readouterr().err
