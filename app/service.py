@@ -23,14 +23,15 @@ from index.store import Index, IndexConfig
 from ingest import IngestOptions
 
 
-def index_config(settings: Settings, collection: str | None = None) -> IndexConfig:
-    """The index location a settings object describes."""
+def index_config(settings: Settings, collection: str | None = None, tenant: str | None = None) -> IndexConfig:
+    """The index location a settings object describes (``tenant`` is written into every point's payload)."""
     return IndexConfig(
         data_dir=settings.data_dir,
         collection=collection or settings.collection,
         engine=settings.engine,
         qdrant_url=settings.qdrant_url,
         qdrant_api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+        tenant=tenant or "default",
     )
 
 
@@ -70,10 +71,14 @@ class Loupe:
     >>> lp.search("quarterly revenue")[0].segment.source.uri  # doctest: +SKIP
     """
 
-    def __init__(self, settings: Settings, profile: EmbeddingProfile | None = None) -> None:
+    def __init__(
+        self, settings: Settings, profile: EmbeddingProfile | None = None, *, tenant: str | None = None
+    ) -> None:
         self.settings = settings
         self._profile = profile
         self._index: Index | None = None
+        # With a tenant (the API), every read of the index is filtered to that tenant's points server-side.
+        self.tenant = tenant
 
     @property
     def profile(self) -> EmbeddingProfile:
@@ -91,7 +96,11 @@ class Loupe:
         """The open index (opened on first use; created only when ``create``)."""
         if self._index is None:
             os.makedirs(self.settings.data_dir, exist_ok=True)
-            self._index = Index.open(index_config(self.settings), self.profile.info, create=create)
+            self._index = Index.open(index_config(self.settings, tenant=self.tenant), self.profile.info, create=create)
+            if self.tenant is not None:
+                from app.tenants import TenantEngine
+
+                self._index.engine = TenantEngine(self._index.engine, self.tenant)
         return self._index
 
     def close(self) -> None:

@@ -1,0 +1,203 @@
+"""API keys, tenants and per-collection rights; a tenant-scoped engine that filters every read and stamps writes.
+
+The keys file (YAML, named by ``Settings.api_keys_file``) holds only SHA-256 hashes of the keys::
+
+    keys:
+      - name: acme-search            # for logs and messages; never the key itself
+        sha256: 9f86d08...           # loupe apikey prints a new key and this line
+        tenant: acme
+        collections: {docs: read, reports: write, "*": read}
+
+A key presented to the API is hashed and compared with every stored hash in constant time
+(``hmac.compare_digest``), so response timing says nothing about how much of a key matched. Keys are random
+32-byte tokens: a plain hash is enough (no password-style stretching is needed for that much entropy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from app.errors import ConfigError
+from index.engines import Engine, FieldFilter, Found, PointData, VectorQuery
+
+Right = Literal["read", "write"]
+DEFAULT_TENANT = "default"
+# Tenant names become folder names (one data folder per tenant): the same alphabet as collection names.
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` is a safe tenant or collection name (letters, digits, '-', '_'; 1-64 characters)."""
+    return 0 < len(name) <= 64 and set(name) <= _NAME_CHARS
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest stored for an API key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh random API key (32 bytes, URL-safe)."""
+    return "lp_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one API key may do: its tenant and a right per collection (``"*"`` matches any collection)."""
+
+    name: str
+    tenant: str
+    collections: Mapping[str, Right] = field(default_factory=dict)
+
+    def right(self, collection: str) -> Right | None:
+        """The right on ``collection`` (an exact entry wins over ``"*"``), or None."""
+        return self.collections.get(collection) or self.collections.get("*")
+
+    def can_read(self, collection: str) -> bool:
+        """Read is granted by a read or a write right."""
+        return self.right(collection) is not None
+
+    def can_write(self, collection: str) -> bool:
+        """Write (ingest, delete, create, drop) needs a write right."""
+        return self.right(collection) == "write"
+
+
+@dataclass(frozen=True)
+class KeyStore:
+    """Hashed API keys → :class:`Access`."""
+
+    entries: Sequence[tuple[str, Access]]
+
+    @classmethod
+    def load(cls, path: str | Path) -> KeyStore:
+        """Read a keys file; errors name the file and the entry, never a key or a hash."""
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read the API keys file {p}: {type(e).__name__}. Fix it or unset it.") from e
+        raw = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(raw, list):
+            raise ConfigError(f"API keys file {p} must hold a 'keys:' list (see docs/notes/api.md)")
+        entries = []
+        for i, item in enumerate(raw):
+            entries.append(_entry(p, i, item))
+        return cls(tuple(entries))
+
+    def lookup(self, key: str | None) -> Access | None:
+        """The access of a presented key, or None. Compares against every entry in constant time."""
+        if not key:
+            return None
+        digest = hash_key(key)
+        found: Access | None = None
+        for stored, access in self.entries:
+            # No early exit: every entry is compared, so timing does not tell which entry (if any) matched.
+            if hmac.compare_digest(stored, digest):
+                found = access
+        return found
+
+
+def _entry(path: Path, i: int, item: Any) -> tuple[str, Access]:
+    where = f"API keys file {path}, entry {i + 1}"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a mapping with sha256, tenant and collections")
+    digest = str(item.get("sha256", "")).lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError(f"{where}: 'sha256' must be the 64-hex-digit SHA-256 of the key (loupe apikey prints it)")
+    tenant = str(item.get("tenant", ""))
+    if not valid_name(tenant):
+        raise ConfigError(f"{where}: tenant must use letters, digits, '-' and '_' (1-64 characters)")
+    cols = item.get("collections") or {}
+    if not isinstance(cols, dict):
+        raise ConfigError(f"{where}: 'collections' must map collection names (or '*') to read or write")
+    rights: dict[str, Right] = {}
+    for name, right in cols.items():
+        if right not in ("read", "write") or not (name == "*" or valid_name(str(name))):
+            raise ConfigError(f"{where}: collection {name!r} must be a valid name or '*', with right read or write")
+        rights[str(name)] = right
+    return digest, Access(str(item.get("name") or f"key-{i + 1}"), tenant, rights)
+
+
+class TenantEngine:
+    """An :class:`~index.engines.Engine` seen by one tenant: every read, count and delete is restricted to
+    points whose payload ``tenant`` is this tenant, and every write is stamped with it.
+
+    This sits under :class:`~index.store.Index`, so search, stats, source states, media lookups and deletes
+    are all scoped without each caller remembering to add a filter. A lock serialises engine calls: the
+    embedded engine is shared by the API's request threads and its ingest worker.
+    """
+
+    def __init__(self, inner: Engine, tenant: str) -> None:
+        self.inner = inner
+        self.tenant = tenant
+        self._lock = threading.RLock()
+
+    def _scoped(self, flt: FieldFilter | None) -> FieldFilter:
+        own = FieldFilter(must={"tenant": self.tenant})
+        # The tenant condition is merged last so a caller's filter can never replace it.
+        return own if flt is None else flt.merged(own)
+
+    def metadata(self) -> dict[str, Any] | None:
+        """The collection's metadata (not tenant specific)."""
+        with self._lock:
+            return self.inner.metadata()
+
+    def create(self, dims: Mapping[str, int], metadata: dict[str, Any]) -> None:
+        """Create the collection."""
+        with self._lock:
+            self.inner.create(dims, metadata)
+
+    def attach(self) -> None:
+        """Open the collection."""
+        with self._lock:
+            self.inner.attach()
+
+    def upsert(self, points: Sequence[PointData]) -> None:
+        """Store points, each stamped with this tenant."""
+        stamped = [PointData(p.id, p.vectors, p.sparse, {**p.payload, "tenant": self.tenant}) for p in points]
+        with self._lock:
+            self.inner.upsert(stamped)
+
+    def delete(self, flt: FieldFilter) -> None:
+        """Delete this tenant's points matching the filter."""
+        with self._lock:
+            self.inner.delete(self._scoped(flt))
+
+    def query(self, stages: Sequence[VectorQuery], flt: FieldFilter | None, limit: int) -> list[Found]:
+        """Nearest neighbours among this tenant's points."""
+        with self._lock:
+            return self.inner.query(stages, self._scoped(flt), limit)
+
+    def scroll(self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512) -> Iterator[Found]:
+        """This tenant's points matching the filter."""
+        it = self.inner.scroll(self._scoped(flt), fields, batch)
+        while True:
+            with self._lock:
+                page = [f for _, f in zip(range(batch), it, strict=False)]
+            yield from page
+            if len(page) < batch:
+                return
+
+    def count(self, flt: FieldFilter | None) -> int:
+        """How many of this tenant's points match."""
+        with self._lock:
+            return self.inner.count(self._scoped(flt))
+
+    def drop(self) -> None:
+        """Drop the whole collection (the API gives each tenant its own collections folder)."""
+        with self._lock:
+            self.inner.drop()
+
+    def close(self) -> None:
+        """Close the inner engine."""
+        with self._lock:
+            self.inner.close()
