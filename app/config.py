@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
 
@@ -40,6 +40,22 @@ class Settings(BaseSettings):
     # PDF pages: OCR where there is no text layer ("auto"), always ("on") or never ("off"); page image dpi.
     ocr: Literal["auto", "on", "off"] = "auto"
     render_dpi: int = Field(default=100, ge=36, le=300)
+    # REST API (loupe serve). Keys file: YAML of hashed keys → tenant + collection rights (app/tenants.py);
+    # None means no key is accepted (loupe serve then needs --no-auth, which also binds only to loopback).
+    api_keys_file: Path | None = None
+    # Folders the API may ingest by path (uploads need none); a ':'-separated list in LOUPE_API_ALLOWED_ROOTS.
+    api_allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # One upload request (all its files); larger bodies are refused with 413 before they are stored.
+    api_max_upload_mb: float = Field(default=256.0, gt=0)
+    # A request that has not produced its response by then gets 504 (ingest runs as a job, not in the request).
+    api_request_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("api_allowed_roots", mode="before")
+    @classmethod
+    def _roots(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p for p in v.split(os.pathsep) if p]
+        return v
 
     @field_validator("collection")
     @classmethod
