@@ -3,6 +3,13 @@
 Re-ingesting an unchanged file is a no-op (same sha256, all its points present). A changed file's new
 points are written before the old version's are deleted, so a search never finds the file missing. An
 interrupted file (fewer points than its segment count) is redone on the next run.
+
+Crash safety: a manifest (append-only JSON lines beside the index, fsynced per record) logs each file's
+state — ``started`` before its points are written, ``stored`` once they all are, ``failed`` with the reason.
+After a ``kill -9`` at any moment, re-running the same ingest redoes only what is not ``stored``: point ids
+are content derived, so re-written points replace themselves (no duplicates), and a stored file is checked
+against the index's point count before it is skipped (nothing lost even if the engine dropped unflushed
+writes). A file recorded as stored with the same size and mtime is not re-hashed.
 """
 
 from __future__ import annotations
@@ -108,6 +115,90 @@ def walk(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
 
 ProgressFn = Callable[[int, int, str], None]
 
+ManifestState = Literal["started", "stored", "failed"]
+# Rewrite the append-only manifest once it holds this many more records than files (keeps reads fast).
+_COMPACT_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """The last recorded state of one source file."""
+
+    uri: str
+    state: ManifestState
+    sha256: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+    points: int = 0
+    reason: str | None = None
+
+
+class Manifest:
+    """Per-collection ingest log: one JSON line per state change, fsynced, so it survives ``kill -9``.
+
+    A torn last line (the process died mid-write) is ignored when reading.
+
+    >>> m = Manifest(Path("/tmp/kb/manifests/default.jsonl"))  # doctest: +SKIP
+    >>> m.record(ManifestEntry("/docs/a.pdf", "stored", sha, size, mtime_ns, 12))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, ManifestEntry] = {}
+        lines = 0
+        if path.exists():
+            with path.open("r", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    lines += 1
+                    try:
+                        e = ManifestEntry(**json.loads(line))
+                    except (ValueError, TypeError):
+                        continue  # a torn or foreign line: the file's state is re-derived from the index
+                    self.entries[e.uri] = e
+        if lines > _COMPACT_FACTOR * max(len(self.entries), 64):
+            self._compact()
+
+    def _compact(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for e in self.entries.values():
+                f.write(json.dumps(asdict(e)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+
+    def get(self, uri: str) -> ManifestEntry | None:
+        """The last state recorded for a file."""
+        return self.entries.get(uri)
+
+    def record(self, entry: ManifestEntry) -> None:
+        """Append a state change and fsync it (a few ms per file; embedding a file takes far longer)."""
+        self.entries[entry.uri] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(entry)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def forget(self, uri: str) -> None:
+        """Drop a file's record (its source was deleted)."""
+        if self.entries.pop(uri, None) is not None:
+            self._compact()
+
+
+def manifest_path(index: Index) -> Path:
+    """Where a collection's manifest lives: ``<data_dir>/manifests/<collection>.jsonl``."""
+    return index.cfg.data_dir / "manifests" / f"{index.cfg.collection}.jsonl"
+
+
+def _within(path: Path, roots: Iterable[Path]) -> bool:
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: it leads nowhere, so not inside any root
+        return False
+    return any(real == r or real.is_relative_to(r) for r in roots)
+
 
 class IngestPipeline:
     """Ingest files into one collection with one embedding profile."""
@@ -120,12 +211,17 @@ class IngestPipeline:
         *,
         batch_size: int = 32,
         show_progress: bool = False,
+        allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
     ) -> None:
         self.index = index
         self.profile = profile
         self.options = options
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.manifest = Manifest(manifest_path(index))
+        # When set (the API ingesting by path), a file whose real path (symlinks resolved) leaves these folders
+        # is refused: a link inside an allowed folder must not expose /etc/passwd.
+        self.allowed_roots = None if allowed_roots is None else [Path(r).resolve() for r in allowed_roots]
 
     def run(
         self, paths: Iterable[str | os.PathLike[str]], *, prune: bool = False, on_file: ProgressFn | None = None
@@ -167,6 +263,7 @@ class IngestPipeline:
                     if not Path(uri).exists():
                         shas = {st.sha256 for st in self.index.source_states(uri)}
                         self.index.delete_source(uri)
+                        self.manifest.forget(uri)
                         self._drop_media(shas)
                         report.deleted_sources.append(uri)
         report.seconds = time.perf_counter() - t0
@@ -175,21 +272,29 @@ class IngestPipeline:
     def _guard(self, path: Path, fn: Callable[[], Any]) -> Any:
         """Run one file's step; any error becomes that file's failed report, never the batch's end."""
         try:
-            return fn()
+            got = fn()
         except IngestError as e:
-            return FileReport(str(path), "failed", e.reason)
+            got = FileReport(str(path), "failed", e.reason)
         except LoupeError as e:
-            return FileReport(str(path), "failed", str(e))
+            got = FileReport(str(path), "failed", str(e))
         except (MemoryError, RecursionError) as e:  # hostile input; keep going with the other files
-            return FileReport(str(path), "failed", f"{type(e).__name__} while reading the file")
+            got = FileReport(str(path), "failed", f"{type(e).__name__} while reading the file")
         except Exception as e:  # a parser bug must not end the batch: report it, log the traceback, go on
             log.exception("unexpected error while ingesting %s", path)
-            return FileReport(str(path), "failed", f"unexpected error ({type(e).__name__}: {e}); please report it")
+            got = FileReport(str(path), "failed", f"unexpected error ({type(e).__name__}: {e}); please report it")
+        if isinstance(got, FileReport) and got.status == "failed":
+            self.manifest.record(ManifestEntry(str(path.absolute()), "failed", reason=got.reason))
+        return got
 
     def _extract(self, path: Path) -> FileReport | _Pending:
         """Check, hash and split one file; a report when there is nothing to embed (unchanged, skipped)."""
         if not ingest.is_supported(path) and not path.is_symlink():
             return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
+        if self.allowed_roots is not None and not _within(path, self.allowed_roots):
+            return FileReport(str(path), "failed", "resolves to a place outside the allowed folders; not read")
+        resumed = self._resume(path)
+        if resumed is not None:
+            return resumed
         prepared = ingest.prepare(path, self.options)
         states = self.index.source_states(prepared.source.uri)
         if len(states) == 1 and states[0].sha256 == prepared.source.sha256 and states[0].complete:
@@ -198,6 +303,23 @@ class IngestPipeline:
         segs = list(ingest.segments(prepared, self.options, details))
         old = {st.sha256 for st in states} - {prepared.source.sha256}
         return _Pending(path, prepared, segs, details, old)
+
+    def _resume(self, path: Path) -> FileReport | None:
+        """'unchanged' without re-hashing when the manifest says this exact file (size, mtime) was stored and
+        the index still holds all its points; None when the file must be read."""
+        entry = self.manifest.get(str(path.absolute()))
+        if entry is None or entry.state != "stored":
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            return None
+        states = self.index.source_states(entry.uri)
+        if len(states) == 1 and states[0].sha256 == entry.sha256 and states[0].complete:
+            return FileReport(str(path), "unchanged", segments=states[0].points)
+        return None
 
     def _flush(self, pending: list[tuple[int, _Pending]], results: list[FileReport | None]) -> None:
         """Embed the pending files' segments together, then store each file and drop its older version."""
@@ -239,12 +361,20 @@ class IngestPipeline:
             if p.details.get("pages_without_text"):
                 reason += " (pages have no text layer; OCR of scans comes with the documents issue)"
             return FileReport(str(p.path), "failed", reason, details=p.details)
+        src = p.prepared.source
+        try:
+            st = p.path.stat()
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:  # vanished after reading: store what was read, but never skip it by stat later
+            size, mtime_ns = -1, -1
+        self.manifest.record(ManifestEntry(src.uri, "started", src.sha256, size, mtime_ns, len(keep)))
         for start in range(0, len(keep), 256):
             batch = keep[start : start + 256]
             self.index.upsert([s for s, _ in batch], [v for _, v in batch], source_segments=len(keep))
         # New version stored completely: now drop older versions of the same file, and their media.
-        self.index.delete_source(p.prepared.source.uri, keep_sha256=p.prepared.source.sha256)
+        self.index.delete_source(src.uri, keep_sha256=src.sha256)
         self._drop_media(p.old_sha256s)
+        self.manifest.record(ManifestEntry(src.uri, "stored", src.sha256, size, mtime_ns, len(keep)))
         return FileReport(str(p.path), "ok", segments=len(keep), details=p.details)
 
 
