@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
 
+    p = sub.add_parser("serve", help="start the REST API (OpenAPI schema at /openapi.json, docs at /docs)")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-auth", action="store_true", help="no API keys: one local user (loopback hosts only)")
+
+    p = sub.add_parser("apikey", help="make a new API key and print the entry for the keys file")
+    p.add_argument("--tenant", required=True, help="the tenant the key acts for")
+    p.add_argument("--collection", action="append", default=[], help="NAME:read or NAME:write ('*' for all)")
+    p.add_argument("--name", help="a label for the key (shown in logs, never the key)")
+
     p = sub.add_parser("ui", help="start the Streamlit UI")
     _common(p)
     p.add_argument("--port", type=int, default=8501)
@@ -253,6 +264,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.api import create_app
+
+    if args.no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError("--no-auth serves only on a loopback host (127.0.0.1); use API keys for other hosts")
+    settings = _settings(args)
+    app = create_app(settings, no_auth=args.no_auth)
+    print(f"Loupe API on http://{args.host}:{args.port}/docs  (data {settings.data_dir})")
+    # Idle keep-alive connections are closed after 5 s so slow or stalled clients cannot hold sockets open.
+    uvicorn.run(app, host=args.host, port=args.port, timeout_keep_alive=5, log_level="info")
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from app.tenants import hash_key, new_key, valid_name
+
+    if not valid_name(args.tenant):
+        raise ConfigError("--tenant uses letters, digits, '-' and '_' (1-64 characters)")
+    rights = {}
+    for spec in args.collection or ["*:read"]:
+        name, _, right = spec.partition(":")
+        if right not in ("read", "write") or not (name == "*" or valid_name(name)):
+            raise ConfigError(f"--collection {spec!r}: give NAME:read or NAME:write")
+        rights[name] = right
+    key = new_key()
+    entry = {"name": args.name or f"{args.tenant}-key", "sha256": hash_key(key), "tenant": args.tenant}
+    print(f"API key (shown once; store it now): {key}", file=sys.stderr)
+    print("# add under 'keys:' in the keys file")
+    print("- " + json.dumps({**entry, "collections": rights}))
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env = dict(os.environ)
@@ -288,6 +333,8 @@ COMMANDS = {
     "eval": cmd_eval,
     "bench": bench.run,
     "ui": cmd_ui,
+    "serve": cmd_serve,
+    "apikey": cmd_apikey,
 }
 
 
