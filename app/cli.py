@@ -22,7 +22,7 @@ from app.errors import ConfigError, LoupeError
 from app.retrieve import Filters
 from app.service import Loupe
 from app.types import Hit, PageLoc
-from embedder.profiles import create_profile
+from embedder.profiles import profile_from_settings
 
 EXIT_FAILURES = 3
 
@@ -234,7 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not args.collection:
         # The name hashes the corpus folder and the profile's models, so a changed profile gets a new collection.
-        space = create_profile(settings.profile).info.describe()
+        space = profile_from_settings(settings).info.describe()
         settings = settings.model_copy(update={"collection": corpus_collection_name(corpus, settings.profile, space)})
     with Loupe(settings) as lp:
         ingest_report = lp.ingest([corpus], prune=True, show_progress=sys.stderr.isatty())

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".loupe")
     collection: str = "default"
     profile: str = "offline"
+    # Options of the embedding profile, e.g. for native {"image_text_model": "google/siglip2-base-patch16-224",
+    # "audio_text_model": "laion/clap-htsat-unfused"} (embedder/native.py); JSON in LOUPE_PROFILE_OPTIONS.
+    profile_options: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    # The gemini embedding profile's key (never logged; embedder/gemini.py).
+    gemini_api_key: SecretStr | None = None
     # Embedded engine: "edge" is Qdrant's Rust engine in-process (qdrant-edge-py); "local" is qdrant-client's
     # pure-Python local mode. Measured in the foundation issue: edge is 10-100x faster at 10k-100k points.
     engine: Literal["edge", "local"] = "edge"
@@ -55,6 +60,19 @@ class Settings(BaseSettings):
     def _roots(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [p for p in v.split(os.pathsep) if p]
+        return v
+
+    @field_validator("profile_options", mode="before")
+    @classmethod
+    def _profile_options_json(cls, v: Any) -> Any:
+        # Environment variables arrive as strings: accept a JSON object there.
+        if isinstance(v, str):
+            import json
+
+            try:
+                return json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"profile_options must be a JSON object: {e}") from e
         return v
 
     @field_validator("collection")

@@ -18,7 +18,7 @@ from app.pipeline import IngestPipeline, IngestReport, ProgressFn
 from app.retrieve import Filters, search
 from app.types import Hit
 from embedder.base import AudioInput
-from embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, create_profile
+from embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, profile_from_settings
 from index.store import Index, IndexConfig
 from ingest import IngestOptions
 
@@ -84,7 +84,7 @@ class Loupe:
     def profile(self) -> EmbeddingProfile:
         """The embedding profile (constructed lazily; weights load on first embed)."""
         if self._profile is None:
-            self._profile = create_profile(self.settings.profile)
+            self._profile = profile_from_settings(self.settings)
         return self._profile
 
     @property

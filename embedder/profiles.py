@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EmbedError, UnknownNameError
+from app.errors import ConfigError, EmbedError, UnknownNameError
 from app.types import Segment
 from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, InputKind, TextInput, VideoInput, input_kind
 from embedder.e5 import E5Embedder
@@ -146,7 +146,11 @@ class EmbeddingProfile:
                 continue
             batch = [inp for i in idx if (inp := inputs[i]) is not None]
             vecs = self.unified.embed(batch, role="passage")
-            named = {name: emb.embed(batch, role="passage") for name, emb in self.extra.items() if kind in emb.kinds}
+            named = {
+                name: emb.embed(batch, role="passage")
+                for name, emb in self.extra.items()
+                if kind in _passage_kinds(emb)
+            }
             for j, i in enumerate(idx):
                 out[i] = {UNIFIED: vecs[j], **{name: v[j] for name, v in named.items()}}
         return out
@@ -177,6 +181,12 @@ class EmbeddingProfile:
         return out
 
 
+def _passage_kinds(emb: Embedder) -> frozenset[InputKind]:
+    """Kinds a backend embeds as passages; a backend may take a kind for queries only (``passage_kinds``)."""
+    kinds: frozenset[InputKind] = getattr(emb, "passage_kinds", emb.kinds)
+    return kinds
+
+
 def _bridge(**opts: Any) -> Embedder:
     from embedder.bridge import BridgeEmbedder
 
@@ -187,16 +197,36 @@ EMBEDDERS: dict[str, Callable[..., Embedder]] = {"fake": FakeEmbedder, "e5": E5E
 
 
 def _offline_profile(**opts: Any) -> EmbeddingProfile:
-    """e5 text space; images, video and audio bridged into it by classifier labels (embedder/bridge.py)."""
+    """e5 text space; images, video and non-speech audio bridged into it by classifier labels (embedder/bridge.py);
+    speech (spoken queries, speech clips) through the Whisper encoder + trained head (embedder/speech.py)."""
     from embedder.bridge import offline_backends
+    from embedder.speech import SpeechEncoder, SpeechRoutedEmbedder
 
     unified, extra = offline_backends(**opts)
-    return EmbeddingProfile("offline", unified, extra=dict(extra))
+    speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
+    return EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra))
+
+
+def _native_profile(**opts: Any) -> EmbeddingProfile:
+    """Real multimodal models through transformers (embedder/native.py); model ids from the profile options."""
+    from embedder.native import native_backends
+
+    unified, extra = native_backends(**opts)
+    return EmbeddingProfile("native", unified, extra=dict(extra))
+
+
+def _gemini_profile(**opts: Any) -> EmbeddingProfile:
+    """Gemini Embedding 2 over its HTTP API (embedder/gemini.py); needs an API key."""
+    from embedder.gemini import GeminiEmbedder
+
+    return EmbeddingProfile("gemini", GeminiEmbedder(**opts))
 
 
 PROFILES: dict[str, Callable[..., EmbeddingProfile]] = {
     "offline": _offline_profile,
     "fake": lambda **opts: EmbeddingProfile("fake", FakeEmbedder(**opts)),
+    "native": _native_profile,
+    "gemini": _gemini_profile,
 }
 
 
@@ -212,3 +242,26 @@ def create_profile(name: str, **opts: Any) -> EmbeddingProfile:
     if name not in PROFILES:
         raise UnknownNameError(f"unknown embedding profile {name!r}; valid: {', '.join(sorted(PROFILES))}")
     return PROFILES[name](**opts)
+
+
+def profile_options(settings: Any) -> dict[str, Any]:
+    """The options ``settings`` gives its profile: ``profile_options`` (a mapping, e.g. model ids for
+    ``native``), plus the Gemini API key for ``gemini``. Unknown option names fail when the profile is built."""
+    opts = dict(getattr(settings, "profile_options", None) or {})
+    if settings.profile == "gemini" and "api_key" not in opts:
+        key = getattr(settings, "gemini_api_key", None)
+        opts["api_key"] = key.get_secret_value() if key is not None else None
+    return opts
+
+
+def profile_from_settings(settings: Any) -> EmbeddingProfile:
+    """The profile ``settings`` names, built with its options (entry points call this once).
+
+    >>> profile = profile_from_settings(load_settings(profile="native"))  # doctest: +SKIP
+    """
+    try:
+        return create_profile(settings.profile, **profile_options(settings))
+    except TypeError as e:
+        if "unexpected keyword" not in str(e):
+            raise
+        raise ConfigError(f"profile {settings.profile!r}: bad profile_options ({e})") from e

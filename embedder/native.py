@@ -1,0 +1,788 @@
+"""The ``native`` profile: real multimodal embedders loaded with transformers, by Hugging Face id or local folder.
+
+Backends (all behind :class:`embedder.base.Embedder`):
+
+- :class:`ImageTextEmbedder` — CLIP, SigLIP and SigLIP 2 (``AutoModel`` + ``AutoProcessor``;
+  ``get_text_features`` / ``get_image_features``). A video window is the normalised mean of its frames'
+  normalised image embeddings (at most 32 frames, 1 per second, as ingest cuts them).
+- :class:`AudioTextEmbedder` — CLAP (``ClapModel`` + ``ClapProcessor``); our 16 kHz clips are resampled to the
+  processor's rate (48 kHz) with the FFT resampler of the offline profile, and split into windows of the
+  processor's length (10 s) that are averaged, so nothing is cut at random (``rand_trunc``) and the same clip
+  always gives the same vector.
+- :class:`Qwen3VLEmbedder` — Qwen3-VL-Embedding, one space for text, images and video: the base Qwen3-VL
+  model, the model's chat format with an instruction as the system turn, last-token pooling, Matryoshka
+  truncation (the 2B/8B models are trained for 64..full dims).
+- :class:`NativeEmbedder` — the profile's ``unified`` backend: one of the vision-language backends above for
+  text, images and video, and (optionally) CLAP for audio clips, bridged into the vision-language model's text
+  space by zero-shot labels (CLAP posteriors over AudioSet class names, mixed over the vision-language model's
+  text embeddings of those names — the same bridge as the offline profile, with a real audio-text model
+  choosing the labels). CLAP's own audio embedding is the ``audio`` named vector, searched by CLAP's text
+  embedding of a text query.
+
+Omni-Embed-Nemotron is not here: its checkpoint needs the model's own remote code on top of the Qwen2.5-Omni
+thinker; plain transformers cannot load it, and Loupe never runs downloaded code (docs/notes/embedders.md).
+
+Weights load on first use. By default only local folders and the local Hugging Face cache are read
+(``allow_download=False``): Loupe never fetches weights behind the user's back; a missing model fails with an
+:class:`~app.errors.EmbedError` that says how to fetch it. On a GPU, weights run in bf16 (fp16 where bf16 is not
+supported), inputs go through pinned memory, and ``compile=True`` wraps the model in ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import ConfigError, EmbedError
+from embedder.base import (
+    AudioInput,
+    EmbedInput,
+    ImageInput,
+    InputKind,
+    Role,
+    TextInput,
+    VideoInput,
+    l2_normalize,
+    length_sorted_batches,
+)
+
+INSTALL_HINT = "pip install torch==2.13.0 transformers==5.23.0 (the native profile runs models with transformers)"
+# Defaults: small, permissively licensed models of each family (docs/notes/embedders.md has the licences).
+DEFAULT_IMAGE_TEXT_MODEL = "google/siglip2-base-patch16-224"
+DEFAULT_AUDIO_TEXT_MODEL = "laion/clap-htsat-unfused"
+# Video windows: ingest cuts at most 32 frames at 1 FPS (design.md §1); longer lists are subsampled evenly.
+MAX_VIDEO_FRAMES = 32
+# SigLIP and SigLIP 2 were trained on text padded to 64 tokens ("max_length" padding; transformers' docs).
+SIGLIP_TEXT_LENGTH = 64
+# Qwen3-VL-Embedding's documented default instruction (model card usage example).
+QWEN_INSTRUCTION = "Represent the user's input."
+# Pixel budgets for Qwen3-VL: the model card's reference code allows up to 1800 merged 32x32 patches per image;
+# video frames get a quarter of that so 32 frames stay ~15k tokens.
+QWEN_MAX_PIXELS = 1800 * 32 * 32
+QWEN_FRAME_MAX_PIXELS = 450 * 32 * 32
+
+
+def require_native() -> None:
+    """Raise EmbedError with the install hint when torch or transformers is missing."""
+    for mod in ("torch", "transformers"):
+        if importlib.util.find_spec(mod) is None:
+            raise EmbedError(f"the native embedding profile needs {mod!r}: {INSTALL_HINT}")
+
+
+def pick_device(preference: str = "auto") -> str:
+    """``cuda`` when a GPU is visible, else ``mps`` (Apple), else ``cpu``; an explicit choice is checked."""
+    import torch
+
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"embedding device {preference!r} was asked for but no CUDA GPU is visible; use 'auto'")
+    if preference not in ("cpu", "mps") and not preference.startswith("cuda"):
+        raise ConfigError(f"unknown embedding device {preference!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    return preference
+
+
+def pick_dtype(device: str, preference: str = "auto") -> Any:
+    """bf16 on GPUs that support it, else fp16 on GPU/MPS; fp32 on CPU (half precision is slow there)."""
+    import torch
+
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if preference != "auto":
+        if preference not in names:
+            raise ConfigError(f"unknown embedding dtype {preference!r}; valid: auto, {', '.join(names)}")
+        return names[preference]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def model_identity(model: str) -> str:
+    """The id a collection records for ``model``: the hub id, or for a local folder its name and a digest of
+    its config and file sizes (moving the folder keeps the id; changing the weights changes it)."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return model
+    h = hashlib.sha256()
+    cfg = path / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return f"local:{path.name}@{h.hexdigest()[:12]}"
+
+
+def _features(out: Any) -> Any:
+    """transformers 5 returns a model output whose ``pooler_output`` is the projected embedding; 4.x a tensor."""
+    return out if hasattr(out, "dim") else out.pooler_output
+
+
+def subsample_frames(frames: Sequence[str], limit: int = MAX_VIDEO_FRAMES) -> list[str]:
+    """At most ``limit`` frames, evenly spread over the window (first and last kept)."""
+    if len(frames) <= limit:
+        return list(frames)
+    idx = np.linspace(0, len(frames) - 1, limit).round().astype(int)
+    return [frames[i] for i in idx]
+
+
+class _TorchBackend:
+    """Lazy loading, device/dtype placement, batching helpers and Matryoshka truncation shared by backends."""
+
+    name = "native"
+    kinds: frozenset[InputKind] = frozenset()
+    # Backends trained with Matryoshka losses accept ``dim`` below their full size.
+    matryoshka = False
+    vector_name = "unified"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        dim: int | None = None,
+        compile: bool = False,
+        allow_download: bool = False,
+    ) -> None:
+        require_native()
+        if not model:
+            raise ConfigError(f"the {self.name} backend needs a model id or a local folder")
+        if dim is not None and not self.matryoshka:
+            raise ConfigError(
+                f"{model!r} ({self.name}) was not trained for Matryoshka truncation; leave the dim option unset"
+            )
+        if dim is not None and dim < 1:
+            raise ConfigError(f"dim must be positive, not {dim}")
+        self.model = model
+        self.device_preference = device
+        self.dtype_preference = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.requested_dim = dim
+        self.compile = compile
+        self.allow_download = allow_download
+        self._model: Any = None
+        self._processor: Any = None
+        self._device: str | None = None
+        self._dtype: Any = None
+        self._full_dim: int | None = None
+        self._lock = threading.Lock()
+
+    # --- identity ------------------------------------------------------------------------------------------
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """The model (hub id or local folder identity) and, when truncated, the Matryoshka size."""
+        ident = model_identity(self.model)
+        if self.requested_dim is not None:
+            ident += f" (matryoshka {self.requested_dim})"
+        return {self.vector_name: ident}
+
+    @property
+    def dim(self) -> int:
+        """Output size: the requested Matryoshka size, else the model's (read from its config, no weights)."""
+        if self.requested_dim is not None:
+            return self.requested_dim
+        if self._full_dim is None:
+            self._full_dim = self._config_dim(self._load_config())
+        return self._full_dim
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        # The protocol declares ``dim`` as an attribute; setting it fixes the model's full size without a config.
+        self._full_dim = int(value)
+
+    def _config_dim(self, config: Any) -> int:
+        raise NotImplementedError
+
+    # --- loading -------------------------------------------------------------------------------------------
+
+    def _source(self) -> tuple[str, dict[str, Any]]:
+        path = Path(self.model).expanduser()
+        if path.is_dir():
+            return str(path), {"local_files_only": True}
+        return self.model, {"local_files_only": not self.allow_download}
+
+    def _fail(self, what: str, e: Exception) -> EmbedError:
+        return EmbedError(
+            f"cannot load the {what} of {self.model!r}: it is not a local model folder and not in the local "
+            f"Hugging Face cache ({type(e).__name__}: {str(e)[:200]}). Fetch it first (e.g. `hf download "
+            f"{self.model}`), point the option at a local folder, or set the profile option allow_download=true."
+        )
+
+    def _load_config(self) -> Any:
+        from transformers import AutoConfig
+
+        src, kw = self._source()
+        try:
+            return AutoConfig.from_pretrained(src, **kw)
+        except (OSError, ValueError) as e:
+            raise self._fail("config", e) from e
+
+    def _load_model(self, src: str, kw: dict[str, Any]) -> tuple[Any, Any]:
+        """``(model, processor)`` from ``src``; subclasses pick the classes."""
+        from transformers import AutoModel, AutoProcessor
+
+        return AutoModel.from_pretrained(src, dtype=self._dtype, **kw), AutoProcessor.from_pretrained(src, **kw)
+
+    def _ensure(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._model is None:
+                self._device = pick_device(self.device_preference)
+                self._dtype = pick_dtype(self._device, self.dtype_preference)
+                src, kw = self._source()
+                try:
+                    model, processor = self._load_model(src, kw)
+                except (OSError, ValueError) as e:
+                    raise self._fail("weights", e) from e
+                model = model.to(self._device).eval()
+                if self.compile:
+                    import torch
+
+                    model = torch.compile(model)
+                self._processor = processor
+                self._model = model
+                if self._full_dim is None:
+                    self._full_dim = self._config_dim(getattr(model, "config", None) or self._load_config())
+        return self._model, self._processor
+
+    @property
+    def device(self) -> str:
+        """The device the weights run on (resolved on first use)."""
+        return self._device or pick_device(self.device_preference)
+
+    def _to_device(self, batch: Any) -> dict[str, Any]:
+        """Tensors onto the model's device (pinned + non-blocking on CUDA); floating inputs in the model dtype."""
+        import torch
+
+        out: dict[str, Any] = {}
+        cuda = bool(self._device and self._device.startswith("cuda"))
+        for k, v in dict(batch).items():
+            if isinstance(v, torch.Tensor):
+                if cuda:
+                    v = v.pin_memory()
+                if v.is_floating_point():
+                    v = v.to(self._device, dtype=self._dtype, non_blocking=cuda)
+                else:
+                    v = v.to(self._device, non_blocking=cuda)
+            out[k] = v
+        return out
+
+    def _finish(self, feats: Any) -> np.ndarray:
+        """Model output → float32 numpy, Matryoshka-truncated, L2-normalised."""
+        arr = feats.detach().float().cpu().numpy()
+        if self.requested_dim is not None:
+            if self.requested_dim > arr.shape[1]:
+                raise ConfigError(f"dim {self.requested_dim} exceeds {self.model!r}'s size {arr.shape[1]}")
+            arr = arr[:, : self.requested_dim]
+        return l2_normalize(arr)
+
+    def _refuse(self, item: EmbedInput) -> EmbedError:
+        return EmbedError(
+            f"the {self.name} backend ({self.model}) cannot embed {type(item).__name__}; "
+            f"it embeds: {', '.join(sorted(self.kinds))}"
+        )
+
+    def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
+        """Embed a mixed batch: grouped by kind, each kind length-sorted in batches; rows in input order."""
+        for item in items:
+            if _kind(item) not in self.kinds:
+                raise self._refuse(item)
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        if not items:
+            return out
+        import torch
+
+        groups: dict[InputKind, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(_kind(item), []).append(i)
+        with torch.inference_mode():
+            for kind, idx in groups.items():
+                batch = [items[i] for i in idx]
+                out[idx] = self._embed_kind(kind, batch, role)
+        return out
+
+    def _embed_kind(self, kind: InputKind, batch: list[EmbedInput], role: Role) -> np.ndarray:
+        raise NotImplementedError
+
+    def _batched(self, items: Sequence[Any], key: Callable[[Any], int], run: Callable[[list[Any]], np.ndarray]) -> Any:
+        """Run ``run`` over length-sorted batches of ``items`` and put rows back in input order."""
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for idx in length_sorted_batches(items, self.batch_size, key=key):
+            out[idx] = run([items[i] for i in idx])
+        return out
+
+
+def _kind(item: EmbedInput) -> InputKind:
+    if isinstance(item, TextInput):
+        return "text"
+    if isinstance(item, ImageInput):
+        return "image"
+    if isinstance(item, VideoInput):
+        return "video"
+    return "audio"
+
+
+def _load_image(path: str) -> Any:
+    from embedder.image_labels import load_image
+
+    return load_image(path)
+
+
+def _mean_frames(frame_vecs: np.ndarray, spans: Sequence[tuple[int, int]], dim: int) -> np.ndarray:
+    """Per window: the normalised mean of its frames' normalised vectors (zero for an empty window)."""
+    out = np.zeros((len(spans), dim), dtype=np.float32)
+    v = l2_normalize(frame_vecs) if len(frame_vecs) else frame_vecs
+    for j, (a, b) in enumerate(spans):
+        if b > a:
+            out[j] = v[a:b].mean(axis=0)
+    return l2_normalize(out)
+
+
+class ImageTextEmbedder(_TorchBackend):
+    """CLIP / SigLIP / SigLIP 2: text, images and video windows (mean of frames) in the model's joint space.
+
+    >>> e = ImageTextEmbedder("google/siglip2-base-patch16-224")  # doctest: +SKIP
+    >>> e.embed([TextInput("a dog"), ImageInput("dog.jpg")]).shape  # doctest: +SKIP
+    (2, 768)
+    """
+
+    name = "image-text"
+    kinds: frozenset[InputKind] = frozenset({"text", "image", "video"})
+
+    def _config_dim(self, config: Any) -> int:
+        proj = getattr(config, "projection_dim", None)
+        if proj:  # CLIP projects both towers to projection_dim
+            return int(proj)
+        return int(config.text_config.hidden_size)  # SigLIP's heads keep the hidden size
+
+    def _text_padding(self) -> dict[str, Any]:
+        model, processor = self._ensure()
+        tok = processor.tokenizer
+        limit = int(min(tok.model_max_length, model.config.text_config.max_position_embeddings))
+        if model.config.model_type in ("siglip", "siglip2"):
+            return {"padding": "max_length", "max_length": min(SIGLIP_TEXT_LENGTH, limit), "truncation": True}
+        return {"padding": True, "max_length": limit, "truncation": True}
+
+    def _texts(self, texts: list[str]) -> np.ndarray:
+        model, processor = self._ensure()
+        enc = processor(text=texts, return_tensors="pt", **self._text_padding())
+        inputs = self._to_device({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")})
+        if model.config.model_type in ("siglip", "siglip2"):
+            inputs.pop("attention_mask", None)  # SigLIP was trained without a text attention mask
+        return self._finish(_features(model.get_text_features(**inputs)))
+
+    def _images(self, paths: list[str]) -> np.ndarray:
+        model, processor = self._ensure()
+        enc = processor(images=[_load_image(p) for p in paths], return_tensors="pt")
+        return self._finish(_features(model.get_image_features(**self._to_device(enc))))
+
+    def image_vectors(self, paths: Sequence[str]) -> np.ndarray:
+        """Normalised image embeddings for image files, in input order (batched)."""
+        if not paths:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self._ensure()
+        return self._batched(list(paths), key=lambda p: 0, run=self._images)
+
+    def _embed_kind(self, kind: InputKind, batch: list[EmbedInput], role: Role) -> np.ndarray:
+        if kind == "text":
+            texts = [b.text for b in batch if isinstance(b, TextInput)]
+            return self._batched(texts, key=len, run=self._texts)
+        if kind == "image":
+            return self.image_vectors([b.path for b in batch if isinstance(b, ImageInput)])
+        windows = [subsample_frames(b.frames) for b in batch if isinstance(b, VideoInput)]
+        spans: list[tuple[int, int]] = []
+        frames: list[str] = []
+        for w in windows:
+            spans.append((len(frames), len(frames) + len(w)))
+            frames.extend(w)
+        return _mean_frames(self.image_vectors(frames), spans, self.dim)
+
+
+class AudioTextEmbedder(_TorchBackend):
+    """CLAP: text and audio clips in CLAP's joint space.
+
+    Clips are resampled to the processor's rate and cut into windows of its length (10 s for LAION CLAP),
+    each padded as the processor pads, and the window embeddings averaged — deterministic, unlike the
+    processor's random crop of long inputs.
+    """
+
+    name = "audio-text"
+    kinds: frozenset[InputKind] = frozenset({"text", "audio"})
+    vector_name = "audio"
+    # Long clips are cut into at most this many windows (evenly spread); ingest's clips are <= 30 s.
+    max_windows = 6
+
+    def _config_dim(self, config: Any) -> int:
+        return int(config.projection_dim)
+
+    def _load_model(self, src: str, kw: dict[str, Any]) -> tuple[Any, Any]:
+        from transformers import ClapModel, ClapProcessor
+
+        return ClapModel.from_pretrained(src, dtype=self._dtype, **kw), ClapProcessor.from_pretrained(src, **kw)
+
+    def _texts(self, texts: list[str]) -> np.ndarray:
+        model, processor = self._ensure()
+        limit = int(min(processor.tokenizer.model_max_length, model.config.text_config.max_position_embeddings - 2))
+        enc = processor(text=texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        inputs = self._to_device({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")})
+        return self._finish(_features(model.get_text_features(**inputs)))
+
+    def windows(self, item: AudioInput) -> list[np.ndarray]:
+        """The clip at the processor's rate, cut into at most ``max_windows`` windows of its input length."""
+        from embedder.audio_labels import resample
+
+        _, processor = self._ensure()
+        fe = processor.feature_extractor
+        wave = resample(item.samples, int(item.sample_rate), int(fe.sampling_rate))
+        if wave.size == 0:
+            wave = np.zeros(int(fe.sampling_rate) // 10, dtype=np.float32)
+        size = int(fe.nb_max_samples)
+        starts = list(range(0, max(1, wave.size - size // 4), size)) or [0]
+        if len(starts) > self.max_windows:
+            starts = [starts[i] for i in np.linspace(0, len(starts) - 1, self.max_windows).round().astype(int)]
+        return [wave[s : s + size] for s in starts]
+
+    def _audio(self, items: list[AudioInput]) -> np.ndarray:
+        model, processor = self._ensure()
+        fe = processor.feature_extractor
+        wins: list[np.ndarray] = []
+        spans = []
+        for item in items:
+            w = self.windows(item)
+            spans.append((len(wins), len(wins) + len(w)))
+            wins.extend(w)
+        # Every window fits the processor's length, so its truncation never fires; "repeatpad" as LAION trained.
+        enc = fe(wins, sampling_rate=fe.sampling_rate, return_tensors="pt", truncation="rand_trunc")
+        inputs = self._to_device({k: v for k, v in enc.items() if k in ("input_features", "is_longer")})
+        vecs = self._finish(_features(model.get_audio_features(**inputs)))
+        return _mean_frames(vecs, spans, self.dim)
+
+    def _embed_kind(self, kind: InputKind, batch: list[EmbedInput], role: Role) -> np.ndarray:
+        if kind == "text":
+            texts = [b.text for b in batch if isinstance(b, TextInput)]
+            return self._batched(texts, key=len, run=self._texts)
+        clips = [b for b in batch if isinstance(b, AudioInput)]
+        return self._batched(clips, key=lambda a: int(a.samples.size), run=self._audio)
+
+    def label_posteriors(self, clips: Sequence[AudioInput], label_vectors: np.ndarray) -> np.ndarray:
+        """Zero-shot posteriors ``(n, C)``: softmax over CLAP similarities scaled by the model's audio logit
+        scale, against CLAP text embeddings of the labels (``label_vectors``, normalised)."""
+        import torch
+
+        model, _ = self._ensure()
+        audio = self.embed(list(clips))
+        scale = float(torch.exp(model.logit_scale_a.detach().float()).cpu()) if hasattr(model, "logit_scale_a") else 1.0
+        from embedder.bridge import softmax
+
+        return softmax(scale * (audio @ l2_normalize(label_vectors).T))
+
+
+class Qwen3VLEmbedder(_TorchBackend):
+    """Qwen3-VL-Embedding: text, images and video windows in one space; last-token pooling; Matryoshka.
+
+    Each input is one chat in the Qwen format: the instruction as the system turn, the user turn holding the
+    image (or a window's frames) and/or the text, then the assistant prefix; the embedding is the final hidden
+    state of the last token. The prompt is built here and the image tokens expanded here (as the Qwen3-VL
+    processor does), because transformers' Qwen3-VL processor cannot be built without torchvision (its video
+    processor needs it) and Loupe keeps torchvision out (it swaps the CPU torch build). For the same reason a
+    video window goes in as its frames in one multi-image turn, not as the model's temporal video input.
+    """
+
+    name = "qwen3-vl-embedding"
+    kinds: frozenset[InputKind] = frozenset({"text", "image", "video"})
+    matryoshka = True
+    # The Qwen chat format (ChatML with vision markers), as Qwen3-VL's chat template renders one system and
+    # one user turn followed by the generation prompt.
+    PROMPT = (
+        "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    IMAGE = "<|vision_start|>{pads}<|vision_end|>"
+    IMAGE_PAD = "<|image_pad|>"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        instruction: str = QWEN_INSTRUCTION,
+        query_instruction: str | None = None,
+        max_pixels: int = QWEN_MAX_PIXELS,
+        frame_max_pixels: int = QWEN_FRAME_MAX_PIXELS,
+        **kw: Any,
+    ) -> None:
+        super().__init__(model, **kw)
+        self.instruction = instruction
+        self.query_instruction = query_instruction or instruction
+        self.max_pixels = max_pixels
+        self.frame_max_pixels = frame_max_pixels
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """Model identity plus the instructions (they shape the space)."""
+        ids = super().model_ids
+        digest = hashlib.sha256(f"{self.instruction}|{self.query_instruction}".encode()).hexdigest()[:8]
+        return {k: f"{v} [instructions {digest}]" for k, v in ids.items()}
+
+    def _config_dim(self, config: Any) -> int:
+        return int(config.text_config.hidden_size)
+
+    def _load_model(self, src: str, kw: dict[str, Any]) -> tuple[Any, Any]:
+        from transformers import AutoImageProcessor, AutoTokenizer, Qwen3VLModel
+
+        model = Qwen3VLModel.from_pretrained(src, dtype=self._dtype, **kw)
+        return model, (AutoTokenizer.from_pretrained(src, **kw), AutoImageProcessor.from_pretrained(src, **kw))
+
+    @staticmethod
+    def _shrink(img: Any, max_pixels: int) -> Any:
+        w, h = img.size
+        if w * h <= max_pixels:
+            return img
+        s = (max_pixels / float(w * h)) ** 0.5
+        return img.resize((max(1, int(w * s)), max(1, int(h * s))))
+
+    def _run(self, batch: list[EmbedInput], role: Role) -> np.ndarray:
+        import torch
+
+        model, (tokenizer, image_processor) = self._ensure()
+        per_item: list[list[Any]] = []
+        for item in batch:
+            if isinstance(item, ImageInput):
+                per_item.append([self._shrink(_load_image(item.path), self.max_pixels)])
+            elif isinstance(item, VideoInput):
+                per_item.append(
+                    [self._shrink(_load_image(f), self.frame_max_pixels) for f in subsample_frames(item.frames)]
+                )
+            elif isinstance(item, TextInput):
+                per_item.append([])
+            else:
+                raise self._refuse(item)
+        images = [im for ims in per_item for im in ims]
+        pix: dict[str, Any] = {}
+        counts: list[int] = []
+        if images:
+            pix = dict(image_processor(images=images, return_tensors="pt"))
+            merge = int(getattr(image_processor, "merge_size", 2))
+            counts = [int(n) // (merge * merge) for n in pix["image_grid_thw"].prod(dim=1).tolist()]
+        prompts, k = [], 0
+        instruction = self.query_instruction if role == "query" else self.instruction
+        for item, ims in zip(batch, per_item, strict=True):
+            vision = "".join(self.IMAGE.format(pads=self.IMAGE_PAD * counts[k + j]) for j in range(len(ims)))
+            k += len(ims)
+            text = item.text if isinstance(item, TextInput) else (getattr(item, "text", None) or "")
+            prompts.append(self.PROMPT.format(instruction=instruction, content=vision + text))
+        enc = tokenizer(prompts, padding=True, return_tensors="pt")
+        image_id = tokenizer.convert_tokens_to_ids(self.IMAGE_PAD)
+        # Modality per token (0 text, 1 image) drives Qwen3-VL's multimodal rotary positions.
+        mm = (enc["input_ids"] == image_id).long()
+        inputs = self._to_device({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], **pix})
+        if images:
+            inputs["mm_token_type_ids"] = mm.to(inputs["input_ids"].device)
+        hidden = model(**inputs).last_hidden_state
+        mask = inputs["attention_mask"]
+        # Last real token per row, whichever side the tokenizer pads on.
+        last = mask.shape[1] - 1 - mask.flip(1).float().argmax(dim=1)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self._finish(pooled)
+
+    def _embed_kind(self, kind: InputKind, batch: list[EmbedInput], role: Role) -> np.ndarray:
+        def size(item: EmbedInput) -> int:
+            if isinstance(item, TextInput):
+                return len(item.text)
+            if isinstance(item, VideoInput):
+                return 10_000 * len(item.frames) + len(item.text or "")
+            return len(getattr(item, "text", None) or "")
+
+        return self._batched(batch, key=size, run=lambda b: self._run(b, role))
+
+
+class NativeEmbedder:
+    """The native profile's ``unified`` backend: a vision-language space, with audio clips bridged into it.
+
+    ``space`` embeds text, images and video windows. With ``audio`` (a CLAP backend), audio clips enter the
+    space through zero-shot labels: CLAP's posteriors over ``labels`` (AudioSet's 521 class names by default),
+    top-k and tempered as in the offline bridge, mixed over ``space``'s text embeddings of the templated names.
+    """
+
+    name = "native"
+
+    def __init__(
+        self,
+        space: ImageTextEmbedder | Qwen3VLEmbedder,
+        audio: AudioTextEmbedder | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+        top_k: int | None = None,
+        temperature: float | None = None,
+    ) -> None:
+        from embedder.bridge import AUDIO_TEMPERATURE, AUDIO_TOP_K
+
+        self.space = space
+        self.audio = audio
+        self._labels = list(labels) if labels is not None else None
+        # The offline bridge's tuned values (for YAMNet posteriors); not re-tuned for CLAP (no weights here).
+        self.top_k = top_k or AUDIO_TOP_K
+        self.temperature = temperature or AUDIO_TEMPERATURE
+        self.kinds: frozenset[InputKind] = space.kinds | (frozenset({"audio"}) if audio else frozenset())
+        self._label_space: np.ndarray | None = None
+        self._label_clap: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        """The vision-language space's size."""
+        return self.space.dim
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        self.space.dim = value
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """The space's model, plus the audio model and label set when audio is bridged."""
+        ident = self.space.model_ids["unified"]
+        if self.audio is not None:
+            labels = "audioset-521" if self._labels is None else f"{len(self._labels)} labels"
+            clap = self.audio.model_ids["audio"]
+            ident += f" + audio label bridge [{clap}, {labels}, k={self.top_k}, T={self.temperature}]"
+        return {"unified": ident}
+
+    def labels(self) -> list[str]:
+        """The label vocabulary audio clips are bridged through."""
+        if self._labels is None:
+            from embedder.audio_labels import audioset_class_names
+
+            self._labels = audioset_class_names()
+        return self._labels
+
+    def _label_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        from embedder.bridge import AUDIO_TEMPLATES
+
+        assert self.audio is not None
+        with self._lock:
+            if self._label_space is None or self._label_clap is None:
+                names = self.labels()
+                prompts = [TextInput(t.format(n)) for n in names for t in AUDIO_TEMPLATES]
+                n_t = len(AUDIO_TEMPLATES)
+                sv = self.space.embed(prompts, role="passage").reshape(len(names), n_t, -1).mean(axis=1)
+                cv = self.audio.embed(prompts).reshape(len(names), n_t, -1).mean(axis=1)
+                self._label_space, self._label_clap = l2_normalize(sv), l2_normalize(cv)
+            return self._label_space, self._label_clap
+
+    def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
+        """Audio clips through the label bridge, everything else through the space; rows in input order."""
+        from embedder.bridge import bridge_mix
+
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        audio_idx = [i for i, it in enumerate(items) if isinstance(it, AudioInput)]
+        other_idx = [i for i, it in enumerate(items) if not isinstance(it, AudioInput)]
+        if audio_idx:
+            if self.audio is None:
+                raise EmbedError(
+                    f"the native profile has no audio-text model, so it cannot embed audio; its space "
+                    f"({self.space.model}) embeds: {', '.join(sorted(self.space.kinds))}. Set audio_text_model."
+                )
+            space_vecs, clap_vecs = self._label_vectors()
+            clips = [it for it in items if isinstance(it, AudioInput)]
+            probs = self.audio.label_posteriors(clips, clap_vecs)
+            out[audio_idx] = bridge_mix(probs, space_vecs, self.top_k, self.temperature)
+        if other_idx:
+            out[other_idx] = self.space.embed([items[i] for i in other_idx], role=role)
+        return out
+
+
+class QueryOnlyText:
+    """Wraps a backend whose ``text`` input serves queries only (e.g. CLAP text into the ``audio`` vector):
+    text passages are not embedded into that named vector (``passage_kinds`` excludes text)."""
+
+    def __init__(self, inner: AudioTextEmbedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.kinds = inner.kinds
+        self.passage_kinds: frozenset[InputKind] = inner.kinds - {"text"}
+
+    @property
+    def dim(self) -> int:
+        """The wrapped backend's size."""
+        return self.inner.dim
+
+    @dim.setter
+    def dim(self, value: int) -> None:
+        self.inner.dim = value
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """The wrapped backend's ids."""
+        return self.inner.model_ids
+
+    def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
+        """Delegates to the wrapped backend."""
+        return self.inner.embed(items, role=role)
+
+
+SPACE_BACKENDS: dict[str, type[ImageTextEmbedder] | type[Qwen3VLEmbedder]] = {
+    "image-text": ImageTextEmbedder,
+    "qwen3-vl-embedding": Qwen3VLEmbedder,
+}
+
+
+def native_backends(
+    image_text_model: str | None = DEFAULT_IMAGE_TEXT_MODEL,
+    audio_text_model: str | None = DEFAULT_AUDIO_TEXT_MODEL,
+    one_space_model: str | None = None,
+    *,
+    one_space_backend: str = "qwen3-vl-embedding",
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 16,
+    dim: int | None = None,
+    compile: bool = False,
+    allow_download: bool = False,
+    audio_labels: Sequence[str] | None = None,
+    instruction: str | None = None,
+    query_instruction: str | None = None,
+) -> tuple[NativeEmbedder, dict[str, QueryOnlyText]]:
+    """The native profile's backends: ``unified`` (a one-space model if given, else the image-text model,
+    with audio bridged by CLAP labels) and, with an audio-text model, the ``audio`` named vector.
+
+    Construction reads no weights; unknown backend names raise UnknownNameError listing the valid ones.
+    """
+    from app.errors import UnknownNameError
+
+    common: dict[str, Any] = {
+        "device": device,
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "compile": compile,
+        "allow_download": allow_download,
+    }
+    space: ImageTextEmbedder | Qwen3VLEmbedder
+    if one_space_model:
+        if one_space_backend not in SPACE_BACKENDS or one_space_backend == "image-text":
+            valid = ", ".join(k for k in sorted(SPACE_BACKENDS) if k != "image-text")
+            raise UnknownNameError(f"unknown one-space backend {one_space_backend!r}; valid: {valid}")
+        extra_kw: dict[str, Any] = {}
+        if instruction:
+            extra_kw["instruction"] = instruction
+        if query_instruction:
+            extra_kw["query_instruction"] = query_instruction
+        space = Qwen3VLEmbedder(one_space_model, dim=dim, **common, **extra_kw)
+    elif image_text_model:
+        space = ImageTextEmbedder(image_text_model, dim=dim, **common)
+    else:
+        raise ConfigError("the native profile needs image_text_model or one_space_model")
+    audio = AudioTextEmbedder(audio_text_model, **common) if audio_text_model else None
+    unified = NativeEmbedder(space, audio, labels=audio_labels)
+    extra = {"audio": QueryOnlyText(audio)} if audio is not None else {}
+    return unified, extra

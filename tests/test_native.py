@@ -1,0 +1,270 @@
+"""Native profile backends on tiny random-weight models, loaded through the real path (a local model folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from app.config import load_settings
+from app.errors import ConfigError, EmbedError, UnknownNameError
+from embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput
+from embedder.native import (
+    AudioTextEmbedder,
+    ImageTextEmbedder,
+    NativeEmbedder,
+    Qwen3VLEmbedder,
+    model_identity,
+    native_backends,
+    pick_device,
+    pick_dtype,
+    subsample_frames,
+)
+from embedder.profiles import Query, create_profile, profile_from_settings
+from tests import tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One folder per architecture, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "siglip": tiny_models.build_siglip(root / "siglip"),
+        "clip": tiny_models.build_clip(root / "clip"),
+        "clap": tiny_models.build_clap(root / "clap"),
+        "qwen3vl": tiny_models.build_qwen3_vl(root / "qwen3vl"),
+    }
+
+
+@pytest.fixture(scope="session")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Four small images of different sizes and colours (one with transparency)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("pictures")
+    out = []
+    for i, (size, colour) in enumerate(
+        [((40, 30), (200, 30, 30)), ((64, 64), (30, 200, 30)), ((20, 50), (30, 30, 200)), ((33, 33), (0, 0, 0, 0))]
+    ):
+        mode = "RGBA" if len(colour) == 4 else "RGB"
+        p = root / f"p{i}.png"
+        Image.new(mode, size, colour).save(p)
+        out.append(str(p))
+    return out
+
+
+def _clips() -> list[AudioInput]:
+    t = np.arange(16_000 * 3) / 16_000
+    return [
+        AudioInput((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16_000),
+        AudioInput(np.random.default_rng(0).normal(0, 0.1, 8_000).astype(np.float32), 16_000),
+        AudioInput((0.2 * np.sin(2 * np.pi * 1000 * t[:24_000])).astype(np.float32), 16_000, speech=True),
+    ]
+
+
+def _unit(x: np.ndarray) -> None:
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,dim", [("siglip", 32), ("clip", 24)])
+def test_image_text_shapes_and_order(tiny: dict[str, Path], pictures: list[str], arch: str, dim: int) -> None:
+    emb = ImageTextEmbedder(str(tiny[arch]), batch_size=2)
+    items: list[EmbedInput] = [TextInput("a photo of a dog"), ImageInput(pictures[0]), TextInput("cat")]
+    items += [ImageInput(pictures[1])]
+    items += [VideoInput(tuple(pictures[:3])), ImageInput(pictures[3])]
+    out = emb.embed(items)
+    assert out.shape == (6, dim) and emb.dim == dim
+    _unit(out)
+    # Order restoration: a reversed batch gives the same rows reversed (batching and sorting are invisible).
+    rev = emb.embed(items[::-1])
+    np.testing.assert_allclose(rev[::-1], out, atol=1e-5)
+    # Each row equals the item embedded alone (no padding leaks between rows of a batch).
+    np.testing.assert_allclose(emb.embed([items[2]])[0], out[2], atol=1e-5)
+    # Different inputs give different vectors.
+    assert float(out[1] @ out[3]) < 0.9999
+
+
+def test_video_is_the_mean_of_its_frames(tiny: dict[str, Path], pictures: list[str]) -> None:
+    emb = ImageTextEmbedder(str(tiny["siglip"]))
+    frames = emb.embed([ImageInput(p) for p in pictures[:3]])
+    window = emb.embed([VideoInput(tuple(pictures[:3]))])[0]
+    expected = frames.mean(axis=0)
+    np.testing.assert_allclose(window, expected / np.linalg.norm(expected), atol=1e-5)
+
+
+def test_subsample_frames_keeps_ends() -> None:
+    frames = [f"f{i}" for i in range(100)]
+    picked = subsample_frames(frames, 32)
+    assert len(picked) == 32 and picked[0] == "f0" and picked[-1] == "f99"
+    assert subsample_frames(frames[:5], 32) == frames[:5]
+
+
+def test_clap_text_and_audio(tiny: dict[str, Path]) -> None:
+    emb = AudioTextEmbedder(str(tiny["clap"]), batch_size=2)
+    clips = _clips()
+    out = emb.embed([clips[0], TextInput("rain"), clips[1], clips[2]])
+    assert out.shape == (4, 24)
+    _unit(out)
+    np.testing.assert_allclose(emb.embed([clips[2], clips[1]]), out[[3, 2]], atol=1e-5)
+    # A 3-s clip at 16 kHz becomes 48 kHz samples in 2-s windows (the tiny processor's length): two windows.
+    wins = emb.windows(clips[0])
+    assert [w.size for w in wins] == [96_000, 48_000]
+    with pytest.raises(EmbedError, match="cannot embed ImageInput"):
+        emb.embed([ImageInput("x.png")])
+
+
+def test_qwen3_vl_one_space(tiny: dict[str, Path], pictures: list[str]) -> None:
+    emb = Qwen3VLEmbedder(str(tiny["qwen3vl"]), batch_size=2)
+    items: list[EmbedInput] = [
+        TextInput("a photo of a dog"),
+        ImageInput(pictures[0], text="hammer"),
+        VideoInput(tuple(pictures[:2])),
+        TextInput("cat"),
+        ImageInput(pictures[2]),
+    ]
+    out = emb.embed(items)
+    assert out.shape == (5, 32)
+    _unit(out)
+    np.testing.assert_allclose(emb.embed(items[::-1])[::-1], out, atol=1e-4)
+    np.testing.assert_allclose(emb.embed([items[3]])[0], out[3], atol=1e-4)
+    # Queries use the query instruction: with a different one, the same text lands elsewhere.
+    asym = Qwen3VLEmbedder(str(tiny["qwen3vl"]), query_instruction="retrieve the input")
+    q, p = asym.embed([items[0]], role="query")[0], asym.embed([items[0]], role="passage")[0]
+    assert float(q @ p) < 0.9999
+    assert asym.model_ids != emb.model_ids
+
+
+def test_qwen3_vl_matryoshka(tiny: dict[str, Path]) -> None:
+    full = Qwen3VLEmbedder(str(tiny["qwen3vl"]))
+    short = Qwen3VLEmbedder(str(tiny["qwen3vl"]), dim=8)
+    items = [TextInput("dog"), TextInput("a photo of cat")]
+    a, b = full.embed(items), short.embed(items)
+    assert short.dim == 8 and b.shape == (2, 8)
+    _unit(b)
+    np.testing.assert_allclose(b, a[:, :8] / np.linalg.norm(a[:, :8], axis=1, keepdims=True), atol=1e-5)
+    assert "matryoshka 8" in short.model_ids["unified"]
+    with pytest.raises(ConfigError, match="exceeds"):
+        Qwen3VLEmbedder(str(tiny["qwen3vl"]), dim=64).embed(items)
+
+
+def test_matryoshka_refused_where_not_trained(tiny: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="Matryoshka"):
+        ImageTextEmbedder(str(tiny["siglip"]), dim=16)
+
+
+def test_native_profile_bridges_audio_and_routes_vectors(tiny: dict[str, Path], pictures: list[str]) -> None:
+    unified, extra = native_backends(
+        str(tiny["siglip"]), str(tiny["clap"]), audio_labels=["dog", "rain", "music", "speech"], batch_size=4
+    )
+    assert unified.kinds == {"text", "image", "video", "audio"}
+    clips = _clips()
+    out = unified.embed([clips[0], TextInput("dog"), ImageInput(pictures[0]), clips[1]])
+    assert out.shape == (4, 32)
+    _unit(out)
+    # An audio clip's vector is a mix of the space's embeddings of the templated labels: it lies in their span.
+    labels, _ = unified._label_vectors()
+    coef, *_ = np.linalg.lstsq(labels.T, out[0], rcond=None)
+    np.testing.assert_allclose(labels.T @ coef, out[0], atol=1e-4)
+    # The audio named vector takes text for queries but not as passages.
+    assert extra["audio"].passage_kinds == {"audio"} and "text" in extra["audio"].kinds
+    from embedder.profiles import EmbeddingProfile
+
+    profile = EmbeddingProfile("native", unified, extra=dict(extra))
+    info = profile.info
+    assert set(info.dims) == {"unified", "audio"} and info.dims["audio"] == 24
+    assert str(tiny["siglip"].name) in info.model_ids["unified"] and "clap" in info.model_ids["audio"]
+    qv = profile.embed_query(Query(text="rain"))
+    assert [(v.part, v.using) for v in qv] == [("text", "unified"), ("text", "audio")]
+
+
+def test_native_without_audio_refuses_audio(tiny: dict[str, Path]) -> None:
+    unified, extra = native_backends(str(tiny["clip"]), None)
+    assert extra == {} and "audio" not in unified.kinds
+    with pytest.raises(EmbedError, match="audio_text_model"):
+        unified.embed(_clips()[:1])
+    assert isinstance(unified, NativeEmbedder)
+
+
+def test_native_one_space_model(tiny: dict[str, Path]) -> None:
+    unified, _ = native_backends(None, None, str(tiny["qwen3vl"]), dim=16)
+    assert unified.dim == 16 and "qwen3vl" in unified.model_ids["unified"]
+    with pytest.raises(UnknownNameError, match="valid: qwen3-vl-embedding"):
+        native_backends(None, None, str(tiny["qwen3vl"]), one_space_backend="omni")
+
+
+def test_hub_id_fails_fast_offline() -> None:
+    emb = ImageTextEmbedder("someone/no-such-model-in-cache")  # construction reads nothing
+    with pytest.raises(EmbedError, match="hf download someone/no-such-model-in-cache"):
+        emb.embed([TextInput("x")])
+
+
+def test_model_identity_is_stable_and_content_keyed(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    a = model_identity(str(tiny["clip"]))
+    assert a.startswith("local:clip@") and a == model_identity(str(tiny["clip"]))
+    moved = shutil.copytree(tiny["clip"], tmp_path / "clip")
+    assert model_identity(str(moved)) == a  # moving the folder keeps the id
+    (moved / "config.json").write_text((moved / "config.json").read_text().replace("24", "25"))
+    assert model_identity(str(moved)) != a
+    assert model_identity("google/siglip2-base-patch16-224") == "google/siglip2-base-patch16-224"
+
+
+def test_save_load_round_trip(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """Weights saved again and reloaded give the same vectors (the folder is the whole model)."""
+    from transformers import AutoModel, AutoProcessor
+
+    src = ImageTextEmbedder(str(tiny["siglip"]))
+    model, proc = AutoModel.from_pretrained(tiny["siglip"]), AutoProcessor.from_pretrained(tiny["siglip"])
+    model.save_pretrained(tmp_path / "copy")
+    proc.save_pretrained(tmp_path / "copy")
+    items = [TextInput("a dog"), TextInput("the sound of rain")]
+    np.testing.assert_allclose(ImageTextEmbedder(str(tmp_path / "copy")).embed(items), src.embed(items), atol=1e-6)
+
+
+def test_device_and_dtype_selection() -> None:
+    import torch
+
+    assert pick_device("auto") in ("cpu", "cuda", "mps")
+    assert pick_device("cpu") == "cpu"
+    assert pick_dtype("cpu") == torch.float32
+    assert pick_dtype("cpu", "bfloat16") == torch.bfloat16
+    assert pick_dtype("mps") == torch.float16
+    with pytest.raises(ConfigError, match="valid: auto, cpu"):
+        pick_device("tpu")
+    with pytest.raises(ConfigError, match="valid: auto"):
+        pick_dtype("cpu", "int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            pick_device("cuda")
+
+
+def test_cpu_device_runs_in_float32(tiny: dict[str, Path]) -> None:
+    emb = ImageTextEmbedder(str(tiny["clip"]), device="cpu")
+    emb.embed([TextInput("dog")])
+    assert emb.device == "cpu"
+    assert next(emb._model.parameters()).dtype.is_floating_point
+
+
+def test_profile_from_settings(tiny: dict[str, Path], tmp_path: Path) -> None:
+    opts = {"image_text_model": str(tiny["clip"]), "audio_text_model": None}
+    s = load_settings(data_dir=tmp_path, profile="native", profile_options=opts)
+    prof = profile_from_settings(s)
+    assert prof.name == "native" and prof.info.dims == {"unified": 24}
+    s2 = load_settings(data_dir=tmp_path, profile="native", profile_options={"no_such_option": 1})
+    with pytest.raises(ConfigError, match="no_such_option"):
+        profile_from_settings(s2)
+    with pytest.raises(UnknownNameError, match="native"):
+        create_profile("nativ")
+
+
+def test_profile_options_from_env_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LOUPE_PROFILE_OPTIONS", '{"image_text_model": "x/y", "dim": null}')
+    assert load_settings(data_dir=tmp_path).profile_options == {"image_text_model": "x/y", "dim": None}
+    monkeypatch.setenv("LOUPE_PROFILE_OPTIONS", "{not json")
+    with pytest.raises(ConfigError, match="JSON"):
+        load_settings(data_dir=tmp_path)
