@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--image", help="add an image to the retrieval query")
+    p.add_argument("--generator", help="extractive | local | openai | gemini | vlm (env LOUPE_GENERATOR)")
+    p.add_argument("--generator-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    p.add_argument("--generator-model", help="model name, .gguf file or VLM folder")
 
     p = sub.add_parser("collections", help="list collections and their contents")
     _common(p)
@@ -168,20 +172,40 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    with Loupe(_settings(args)) as lp:
-        answer, _hits = lp.ask(args.question, k=args.k)
-    if args.json:
-        out = {
-            "answer": answer.text,
-            "mode": answer.mode,
-            "label": answer.label,
-            "citations": [{"n": c.n, **hit_json(c.hit)} for c in answer.citations],
-        }
-        print(json.dumps(out, ensure_ascii=False, indent=2))
-        return 0
-    print(answer.label)
+    settings = load_settings(
+        args.config,
+        data_dir=args.data_dir,
+        collection=args.collection,
+        profile=args.profile,
+        generator=args.generator,
+        generator_url=args.generator_url,
+        generator_model=args.generator_model,
+    )
+    with Loupe(settings) as lp:
+        stream = lp.ask_stream(args.question, k=args.k, image=args.image)
+        if args.json:
+            answer = stream.answer
+            out = {
+                "answer": answer.text,
+                "mode": answer.mode,
+                "label": answer.label,
+                "flags": list(answer.flags),
+                "model": answer.model,
+                "question": stream.standalone_question,
+                "ttft_s": round(stream.ttft_s, 3) if stream.ttft_s is not None else None,
+                "citations": [{"n": c.n, **hit_json(c.hit)} for c in answer.citations],
+            }
+            print(json.dumps(out, ensure_ascii=False, indent=2))
+            return 0
+        for piece in stream:  # token by token as the generator writes
+            print(piece, end="", flush=True)
+        print()
+        answer = stream.answer
+    if stream.replaced:
+        print("\n--- checked answer ---")
+        print(answer.text)
     print()
-    print(answer.text)
+    print(answer.label)
     if answer.citations:
         print()
         for c in answer.citations:

@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     # PDF pages: OCR where there is no text layer ("auto"), always ("on") or never ("off"); page image dpi.
     ocr: Literal["auto", "on", "off"] = "auto"
     render_dpi: int = Field(default=100, ge=36, le=300)
+    # Answers (app/llm.py): "local" runs a packaged GGUF model in-process; "openai" any OpenAI-compatible URL
+    # (Ollama, vLLM, llama.cpp server); "gemini" needs a key; "vlm" a local transformers VLM folder (GPU);
+    # "extractive" quotes the best passages. Any generator that fails falls back to the extractive answer.
+    generator: Literal["extractive", "local", "openai", "gemini", "vlm"] = "local"
+    generator_url: str | None = None
+    # A model name (openai, gemini) or path (local: a .gguf file; vlm: a folder).
+    generator_model: str | None = None
+    generator_api_key: SecretStr | None = None
+    generator_max_tokens: int = Field(default=256, ge=16, le=8192)
+    # Prompt + answer tokens for the local model; 5 passages of ~1,000 characters need ~1,800 tokens.
+    generator_context: int = Field(default=4096, ge=512, le=131072)
+    generator_timeout_s: float = Field(default=60.0, gt=0)
+    # Send page images and frames to an OpenAI-compatible endpoint (only for vision models).
+    generator_images: bool = False
     # REST API (loupe serve). Keys file: YAML of hashed keys → tenant + collection rights (app/tenants.py);
     # None means no key is accepted (loupe serve then needs --no-auth, which also binds only to loopback).
     api_keys_file: Path | None = None

@@ -32,6 +32,10 @@ class EmbedError(LoupeError):
     """An embedder could not load its model or embed an input."""
 
 
+class GeneratorError(LoupeError):
+    """A generator (local model, endpoint, API) could not produce an answer; Loupe falls back to extractive."""
+
+
 class StoreError(LoupeError):
     """The vector store (Qdrant) refused an operation or is unreachable."""
 

@@ -6,13 +6,15 @@ The index is opened on first use and kept open (embedded Qdrant allows one proce
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.chat import Turn, condense_question, recent_history
 from app.config import Settings
-from app.errors import ConfigError, EmbedError, LoupeError, StoreError
-from app.generate import Answer, extractive_answer
+from app.errors import ConfigError, EmbedError, GeneratorError, LoupeError, StoreError
+from app.generate import Answer, AnswerStream
+from app.llm import StreamingLLM, create_llm
 from app.media import drop_unused_media
 from app.pipeline import IngestPipeline, IngestReport, ProgressFn
 from app.retrieve import Filters, search
@@ -77,6 +79,9 @@ class Loupe:
         self.settings = settings
         self._profile = profile
         self._index: Index | None = None
+        self._llm: StreamingLLM | None = None
+        self._llm_problem = ""
+        self._llm_made = False
         # With a tenant (the API), every read of the index is filtered to that tenant's points server-side.
         self.tenant = tenant
 
@@ -155,10 +160,59 @@ class Loupe:
             raise
         return search(idx, self.profile, query, k=k, filters=filters)
 
-    def ask(self, question: str, *, k: int = 5, filters: Filters | None = None) -> tuple[Answer, list[Hit]]:
-        """An answer with [n] citations and the hits it was drawn from."""
-        hits = self.search(question, k=k, filters=filters)
-        return extractive_answer(question, hits), hits
+    @property
+    def llm(self) -> StreamingLLM | None:
+        """The generator the settings name (None: extractive, or the local model is not installed)."""
+        if not self._llm_made:
+            self._llm_made = True
+            try:
+                self._llm = create_llm(self.settings)
+            except GeneratorError as e:
+                self._llm_problem = str(e)
+        return self._llm
+
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        history: Sequence[Turn] = (),
+        k: int = 5,
+        filters: Filters | None = None,
+        image: str | None = None,
+        audio: str | None = None,
+    ) -> AnswerStream:
+        """Answer as a stream: condense a follow-up with ``history``, retrieve, then generate with citations.
+
+        Iterate the result for text pieces; then ``.answer`` (checked citations, flags, label), ``.hits``,
+        ``.standalone_question`` and ``.ttft_s``. ``image``/``audio`` add query parts to the retrieval.
+        """
+        llm = self.llm
+        standalone = condense_question(question, history, llm)
+        hits = self.search(standalone, image=image, audio=audio, k=k, filters=filters)
+        stream = AnswerStream(
+            question,
+            hits,
+            llm,
+            history=recent_history(history),
+            images=bool(llm is not None and llm.sees_images),
+            standalone_question=standalone,
+            unavailable=self._llm_problem,
+        )
+        return stream
+
+    def ask(
+        self,
+        question: str,
+        *,
+        history: Sequence[Turn] = (),
+        k: int = 5,
+        filters: Filters | None = None,
+        image: str | None = None,
+        audio: str | None = None,
+    ) -> tuple[Answer, list[Hit]]:
+        """An answer with [n] citations and the hits it was drawn from (:meth:`ask_stream`, consumed)."""
+        stream = self.ask_stream(question, history=history, k=k, filters=filters, image=image, audio=audio)
+        return stream.answer, stream.hits
 
     def delete_source(self, source: str) -> int:
         """Delete a source (path as ingested, or relative to the current folder). Returns points deleted."""

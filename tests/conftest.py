@@ -30,6 +30,12 @@ def _is_local(address: Any) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def extractive_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers are extractive unless a test picks a generator (the default local model takes seconds per answer)."""
+    monkeypatch.setenv("LOUPE_GENERATOR", "extractive")
+
+
+@pytest.fixture(autouse=True)
 def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test runs with outbound connections refused (loopback and unix sockets stay allowed)."""
     real_connect = socket.socket.connect
