@@ -305,6 +305,7 @@ class ServerState:
     profiles: dict[str, EmbeddingProfile]
     lock: threading.Lock
     profile_factory: Callable[[str], EmbeddingProfile]
+    no_auth: bool = False
 
     def tenant_dir(self, tenant: str) -> Path:
         """The tenant's data folder: the root for the default tenant (CLI-made collections stay readable)."""
@@ -374,6 +375,25 @@ _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API 
 _bearer = HTTPBearer(auto_error=False)
 
 
+def _access(
+    request: Request,
+    key: Annotated[str | None, Security(_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Access:
+    """The key's access (401 when missing or unknown)."""
+    st: ServerState = request.app.state.loupe
+    if st.no_auth:
+        return Access("local", DEFAULT_TENANT, {"*": "write"})
+    presented = key or (bearer.credentials if bearer else None)
+    found = st.keys.lookup(presented) if st.keys else None
+    if found is None:
+        raise HTTPException(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Auth = Annotated[Access, Depends(_access)]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -413,6 +433,7 @@ def create_app(
         profiles={},
         lock=threading.Lock(),
         profile_factory=profile_factory,
+        no_auth=no_auth,
     )
     state_holder["s"] = state
 
@@ -444,21 +465,6 @@ def create_app(
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
-
-    # -- auth ------------------------------------------------------------------------------------------------
-    def access(
-        key: Annotated[str | None, Security(_key_header)] = None,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-    ) -> Access:
-        if no_auth:
-            return Access("local", DEFAULT_TENANT, {"*": "write"})
-        presented = key or (bearer.credentials if bearer else None)
-        found = state.keys.lookup(presented) if state.keys else None
-        if found is None:
-            raise HTTPException(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
-        return found
-
-    Auth = Annotated[Access, Depends(access)]
 
     def readable(acc: Access, collection: str) -> None:
         if not valid_name(collection) or not acc.can_read(collection):
