@@ -47,6 +47,7 @@ class FakeServer:
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 for piece in PIECES:
+                    event: dict[str, Any]
                     if "streamGenerateContent" in self.path:
                         event = {"candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}}]}
                     else:
