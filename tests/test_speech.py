@@ -1,0 +1,401 @@
+"""Speech encoder (embedder/speech.py) and its trainer (embedder/speech_train.py).
+
+Default-run tests use a stub encoder, random features and tiny heads (no Whisper, no espeak-ng); the
+``model``-marked ones run the shipped head on the real Whisper encoder and espeak-ng speech.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.errors import EmbedError
+from embedder.base import AudioInput, TextInput
+from embedder.fake import FakeEmbedder
+from embedder.speech import (
+    ENCODER_DIM,
+    FRAME_QUANTUM,
+    HEAD_FILE,
+    HOP,
+    MIN_FRAMES,
+    POOL,
+    SpeechEncoder,
+    SpeechFeatures,
+    SpeechRoutedEmbedder,
+    WhisperEncoder,
+    build_head,
+    collate,
+    head_config,
+    log_mel,
+    padded_frames,
+    pool_frames,
+    voiced_frames,
+)
+from embedder.speech_train import (
+    Dataset,
+    Recipe,
+    augment,
+    loss_fn,
+    overlaps_dev,
+    plan,
+    save_head,
+    telephone,
+    usable,
+    voices,
+)
+
+RATE = 16_000
+
+
+def tone(seconds: float, hz: float = 440.0, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+# --- front end -----------------------------------------------------------------------------------------------
+
+
+def test_log_mel_matches_whisper_feature_extractor() -> None:
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([tone(1.0), 0.05 * rng.standard_normal(RATE).astype(np.float32)])
+    fe = WhisperFeatureExtractor(feature_size=80)
+    # 2 s is a whole number of frame quanta, so neither side pads and both normalise over the same frames
+    ref = fe(x, sampling_rate=RATE, return_tensors="np", padding="longest")["input_features"][0]
+    assert ref.shape == log_mel(x).shape == (80, 200)
+    assert np.abs(log_mel(x) - ref).max() < 1e-3
+
+
+def test_padded_frames_are_whole_quanta_and_at_least_the_minimum() -> None:
+    assert padded_frames(1) == MIN_FRAMES
+    assert padded_frames(RATE * 5 + 1) == 600  # 500 frames and a bit → the next whole second
+    for n in (123, RATE * 3, RATE * 7 + 5):
+        f = padded_frames(n)
+        assert f % FRAME_QUANTUM == 0 and f * HOP >= n
+        assert log_mel(np.zeros(n, np.float32)).shape == (80, f)
+
+
+def test_voiced_frames_follow_the_sound_and_stop_at_the_utterance() -> None:
+    # broadband sound, as speech is (the level is the mean over mel bands, so a pure tone would barely register)
+    burst = (0.3 * np.random.default_rng(2).standard_normal(RATE)).astype(np.float32)
+    x = np.concatenate([np.zeros(RATE, np.float32), burst, np.zeros(RATE // 2, np.float32)])
+    mask = voiced_frames(log_mel(x), x.size)
+    step_s = 2 * POOL * HOP / RATE  # 40 ms per pooled frame
+    assert mask.size == int(np.ceil(x.size / (2 * POOL * HOP)))  # cut to the utterance, not the padding
+    times = np.arange(mask.size) * step_s
+    assert mask[(times > 1.1) & (times < 1.9)].all()
+    assert not mask[times < 0.9].any() and not mask[times > 2.1].any()
+
+
+def test_silence_still_gives_one_voiced_frame_at_least() -> None:
+    x = np.zeros(RATE, np.float32)
+    assert voiced_frames(log_mel(x), x.size).all()
+
+
+def test_pool_frames_averages_pairs_and_pads() -> None:
+    f = np.arange(10 * ENCODER_DIM, dtype=np.float32).reshape(10, ENCODER_DIM)
+    out = pool_frames(f, 3)
+    assert out.shape == (3, ENCODER_DIM)
+    assert np.allclose(out[0], f[:2].mean(axis=0))
+    assert pool_frames(f, 7).shape == (7, ENCODER_DIM)  # more frames asked than exist: zero-padded
+
+
+# --- head ------------------------------------------------------------------------------------------------
+
+
+def small_head() -> object:
+    import torch
+
+    torch.manual_seed(0)
+    return build_head(head_config(hidden=32, heads=2)).eval()
+
+
+def test_head_shapes_and_unit_norm() -> None:
+    import torch
+
+    head = small_head()
+    x = torch.randn(3, 12, ENCODER_DIM)
+    m = torch.ones(3, 12, dtype=torch.bool)
+    y = head(x, m)  # type: ignore[operator]
+    assert y.shape == (3, 2, 384)
+    assert torch.allclose(y.norm(dim=-1), torch.ones(3, 2), atol=1e-5)
+
+
+def test_head_ignores_unvoiced_and_padded_frames() -> None:
+    import torch
+
+    head = small_head()
+    rng = np.random.default_rng(1)
+    frames = rng.standard_normal((8, ENCODER_DIM)).astype(np.float32)
+    voiced = np.array([1, 1, 1, 0, 1, 1, 0, 0], dtype=bool)
+    a = SpeechFeatures(frames, voiced)
+    noisy = frames.copy()
+    noisy[~voiced] = 100.0  # junk in frames the mask excludes
+    b = SpeechFeatures(noisy, voiced)
+    longer = SpeechFeatures(rng.standard_normal((20, ENCODER_DIM)).astype(np.float32), np.ones(20, bool))
+    with torch.no_grad():
+        ya = head(*collate([a, longer]))[0]  # type: ignore[operator]
+        yb = head(*collate([b]))[0]  # type: ignore[operator]
+    assert torch.allclose(ya, yb, atol=1e-5)
+
+
+def test_collate_pads_with_unvoiced_frames() -> None:
+    x, m = collate([SpeechFeatures(np.ones((3, ENCODER_DIM), np.float32), np.ones(3, bool)),
+                    SpeechFeatures(np.ones((5, ENCODER_DIM), np.float32), np.ones(5, bool))])  # fmt: skip
+    assert tuple(x.shape) == (2, 5, ENCODER_DIM) and m.sum().item() == 8 and not m[0, 3:].any()
+
+
+def test_training_steps_decrease_the_loss() -> None:
+    import torch
+
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    n = 8
+    feats = [SpeechFeatures(rng.standard_normal((10, ENCODER_DIM)).astype(np.float32), np.ones(10, bool))
+             for _ in range(n)]  # fmt: skip
+    targets = torch.nn.functional.normalize(torch.randn(n, 2, 384), dim=-1)
+    same = torch.eye(n, dtype=torch.bool)
+    head = build_head(head_config(hidden=64, heads=2))
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    x, m = collate(feats)
+    head.train()
+    first = float(loss_fn(head(x, m), targets, same, 0.05, 0.5).detach())
+    for _ in range(15):
+        loss = loss_fn(head(x, m), targets, same, 0.05, 0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss_fn(head(x, m), targets, same, 0.05, 0.5).detach()) < 0.5 * first
+
+
+def test_loss_does_not_count_repeats_of_a_sentence_as_negatives() -> None:
+    import torch
+
+    t = torch.nn.functional.normalize(torch.randn(2, 2, 384), dim=-1)
+    pred = torch.stack([t[0], t[0]])  # two renders of the same sentence, predicted perfectly
+    same = torch.ones(2, 2, dtype=torch.bool)
+    assert float(loss_fn(pred, torch.stack([t[0], t[0]]), same, 0.05, 0.5)) < 1e-4
+
+
+# --- encoder backend with a stub Whisper -----------------------------------------------------------------
+
+
+class StubWhisper(WhisperEncoder):
+    """Deterministic fake features: frames seeded by the waveform's length and energy (no model)."""
+
+    def features(self, waveforms: Sequence[np.ndarray]) -> list[SpeechFeatures]:
+        out = []
+        for w in waveforms:
+            rng = np.random.default_rng([w.size, int(1000 * float(np.abs(w).sum()))])
+            n = max(1, w.size // (2 * POOL * HOP))
+            out.append(SpeechFeatures(rng.standard_normal((n, ENCODER_DIM)).astype(np.float32), np.ones(n, bool)))
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny_head_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("head") / "head.pt"
+    recipe = Recipe(hidden=32, heads=2)
+    save_head(build_head(head_config(recipe.hidden, recipe.heads)), recipe, path)
+    return path
+
+
+def test_speech_encoder_embeds_audio_by_role(tiny_head_file: Path) -> None:
+    enc = SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper())
+    items = [AudioInput(tone(1.0), RATE, speech=True), AudioInput(tone(2.0, 300.0), 8000, speech=True)]
+    q = enc.embed(items, role="query")
+    p = enc.embed(items, role="passage")
+    assert q.shape == p.shape == (2, 384) and q.dtype == np.float32
+    assert np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-4)
+    assert not np.allclose(q, p)  # two outputs: query and passage targets
+    assert np.allclose(enc.embed(items[1:], role="query")[0], q[1], atol=1e-5)  # order restored, batch-independent
+    assert enc.embed([], role="query").shape == (0, 384)
+
+
+def test_speech_encoder_refuses_other_inputs_and_empty_audio(tiny_head_file: Path) -> None:
+    enc = SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper())
+    with pytest.raises(EmbedError, match="takes audio"):
+        enc.embed([TextInput("hello")])
+    with pytest.raises(EmbedError, match="empty"):
+        enc.embed([AudioInput(np.zeros(0, np.float32), RATE, speech=True)])
+
+
+def test_missing_or_broken_head_fails_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(EmbedError, match="loupe train speech"):
+        SpeechEncoder(head_path=tmp_path / "nope.pt", encoder=StubWhisper())
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    enc = SpeechEncoder(head_path=bad, encoder=StubWhisper())
+    with pytest.raises(EmbedError, match="cannot load the speech head"):
+        enc.embed([AudioInput(tone(1.0), RATE, speech=True)])
+
+
+def test_model_id_changes_with_the_head(tiny_head_file: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.pt"
+    shutil.copy(tiny_head_file, other)
+    other.write_bytes(other.read_bytes() + b"\0")
+    a = SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper()).model_ids["unified"]
+    b = SpeechEncoder(head_path=other, encoder=StubWhisper()).model_ids["unified"]
+    assert a != b and "whisper-tiny.en" in a
+
+
+def test_routing_sends_only_speech_to_the_speech_encoder(tiny_head_file: Path) -> None:
+    speech = SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper())
+    base = FakeEmbedder(384)
+    routed = SpeechRoutedEmbedder(base, speech)
+    said = AudioInput(tone(1.0), RATE, speech=True)
+    sound = AudioInput(tone(1.0), RATE, speech=False)
+    v = routed.embed([TextInput("hello"), said, sound], role="query")
+    assert np.allclose(v[0], base.embed([TextInput("hello")], role="query")[0])
+    assert np.allclose(v[1], speech.embed([said], role="query")[0], atol=1e-5)
+    assert np.allclose(v[2], base.embed([sound], role="query")[0])
+    assert speech.model_ids["unified"] in routed.model_ids["unified"]
+    assert base.model_ids["unified"] in routed.model_ids["unified"]
+    with pytest.raises(EmbedError, match="does not match"):
+        SpeechRoutedEmbedder(FakeEmbedder(64), speech)
+
+
+# --- training data -------------------------------------------------------------------------------------------
+
+
+def test_usable_sentences_and_dev_overlap() -> None:
+    assert usable("list directory contents")
+    assert not usable("too short")
+    assert not usable("printf %s format codes are not spoken")
+    assert not usable("word " * 40)
+    dev = [{"whom", "to", "email", "when", "you", "discover", "a", "security", "hole"}]
+    assert overlaps_dev("Whom to email when you discover a security hole?", dev)
+    assert not overlaps_dev("list directory contents in long format", dev)
+
+
+def test_plan_holds_out_whole_voices_and_sentences() -> None:
+    sentences = {"en": [f"english sentence number {i}" for i in range(50)],
+                 "de": [f"deutscher Satz Nummer {i}" for i in range(20)]}  # fmt: skip
+    recipe = Recipe(val_fraction=0.2)
+    table, langs, train, val = plan(sentences, recipe)
+    assert len(table) == 70 and langs.count("de") == 20
+    assert val and train
+    assert not {u.sentence for u in train} & {u.sentence for u in val}
+    assert not {u.voice for u in train} & {u.voice for u in val}
+    assert {u.voice for u in val} <= set(voices("en", True)) | set(voices("de", True))
+    assert plan(sentences, recipe)[2] == train  # seeded
+
+
+def test_augment_keeps_audio_finite_and_bounded() -> None:
+    rng = np.random.default_rng(5)
+    x = tone(1.0)
+    for _ in range(8):
+        y, tag = augment(x, rng)
+        assert np.isfinite(y).all() and np.abs(y).max() <= 1.0 and y.size >= x.size and tag
+
+
+def test_telephone_band_removes_low_and_high_frequencies() -> None:
+    x = tone(1.0, 100.0) + tone(1.0, 1000.0) + tone(1.0, 6000.0)
+    spec = np.abs(np.fft.rfft(telephone(x)))
+    freqs = np.fft.rfftfreq(x.size, 1 / RATE)
+
+    def at(hz: float) -> float:
+        return float(spec[np.argmin(np.abs(freqs - hz))])
+
+    assert at(1000) > 100 * at(100) and at(1000) > 100 * at(6000)
+
+
+def test_dataset_items_round_trip(tmp_path: Path) -> None:
+    from embedder.speech_train import load_dataset, save_dataset
+
+    frames = np.arange(5 * ENCODER_DIM, dtype=np.float16).reshape(5, ENCODER_DIM)
+    ds = Dataset(frames, np.array([1, 0, 1, 1, 1], bool), np.array([0, 2, 5]), np.array([3, 4]), [{"a": 1}, {}])
+    save_dataset(ds, tmp_path / "x.npz")
+    back = load_dataset(tmp_path / "x.npz")
+    assert len(back) == 2 and back.item(1).frames.shape == (3, ENCODER_DIM) and back.meta == ds.meta
+    assert back.item(0).voiced.tolist() == [True, False]
+
+
+def test_train_command_rejects_bad_sizes() -> None:
+    from app.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "nothing"])
+    assert main(["train", "speech", "--epochs", "0"]) == 2
+
+
+def test_train_command_is_wired_to_the_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import embedder.speech_train as st
+    from app.cli import main
+
+    seen: dict[str, object] = {}
+
+    def fake_run(recipe: Recipe, cache_dir: Path, out: Path) -> dict[str, object]:
+        seen.update(recipe=recipe, cache_dir=cache_dir, out=out)
+        return {"best": {"epoch": 1, "r5": 0.5, "cos_query": 0.6}, "timings": {"total_s": 1.0}}
+
+    monkeypatch.setattr(st, "run", fake_run)
+    assert main(["train", "speech", "--epochs", "3", "--seed", "9", "--cache-dir", str(tmp_path),
+                 "--out", str(tmp_path / "h.pt"), "--report", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    assert seen["recipe"] == Recipe(epochs=3, seed=9) and seen["out"] == tmp_path / "h.pt"
+    assert (tmp_path / "r.json").is_file()
+
+
+# --- the shipped head on real speech (model) -------------------------------------------------------------
+
+
+def espeak_or_skip(text: str, voice: str) -> np.ndarray:
+    from embedder.speech_train import espeak
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    return espeak(text, voice, 160, 50)
+
+
+@pytest.mark.model
+def test_shipped_head_maps_speech_near_its_own_words() -> None:
+    from embedder.e5 import E5Embedder
+
+    texts = [
+        "how do I rotate an image by ninety degrees",
+        "where can I buy ferry tickets for tomorrow",
+        "compress the database file to save disk space",
+        "which package provides the terminal emulator",
+    ]
+    enc = SpeechEncoder()
+    speech = [AudioInput(espeak_or_skip(t, "en-029+m6"), RATE, speech=True) for t in texts]  # a held-out voice
+    q = enc.embed(speech, role="query")
+    docs = E5Embedder().embed([TextInput(t) for t in texts], role="passage")
+    sims = q @ docs.T
+    assert (sims.argmax(axis=1) == np.arange(len(texts))).mean() >= 0.75
+    assert np.diag(sims).mean() > sims[~np.eye(len(texts), dtype=bool)].mean()
+
+
+@pytest.mark.model
+def test_offline_profile_routes_speech_clips_and_queries() -> None:
+    from embedder.profiles import Query, create_profile
+
+    profile = create_profile("offline")
+    assert "speech head" in profile.info.model_ids["unified"] and HEAD_FILE.is_file()
+    said = AudioInput(espeak_or_skip("list the files in a directory", "en-us"), RATE, speech=True)
+    (vec,) = [qv.vector for qv in profile.embed_query(Query(audio=said)) if qv.using == "unified"]
+    direct = profile.unified.speech.embed([said], role="query")[0]  # type: ignore[attr-defined]
+    assert np.allclose(vec, direct, atol=1e-5)
+
+
+def test_whisper_encoder_reports_a_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "ctranslate2":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(EmbedError, match="pip install ctranslate2"):
+        WhisperEncoder()
