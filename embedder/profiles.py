@@ -200,9 +200,12 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     """e5 text space; images, video and non-speech audio bridged into it by classifier labels (embedder/bridge.py);
     speech (spoken queries, speech clips) through the Whisper encoder + trained head (embedder/speech.py)."""
     from embedder.bridge import offline_backends
-    from embedder.speech import SpeechEncoder, SpeechRoutedEmbedder
+    from embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
 
     unified, extra = offline_backends(**opts)
+    if not HEAD_FILE.is_file():
+        # A checkout whose head was removed (to retrain it) keeps speech on the bridge; the model id says so.
+        return EmbeddingProfile("offline", unified, extra=dict(extra))
     speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
     return EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra))
 
