@@ -378,6 +378,8 @@ class ImageTextEmbedder(_TorchBackend):
 
     def _texts(self, texts: list[str]) -> np.ndarray:
         model, processor = self._ensure()
+        if model.config.model_type == "siglip2" or "siglip2" in self.model.lower():
+            texts = [t.lower() for t in texts]  # SigLIP 2 was trained on lowercased text (transformers' docs)
         enc = processor(text=texts, return_tensors="pt", **self._text_padding())
         inputs = self._to_device({k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")})
         if model.config.model_type in ("siglip", "siglip2"):

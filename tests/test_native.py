@@ -268,3 +268,15 @@ def test_profile_options_from_env_json(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("LOUPE_PROFILE_OPTIONS", "{not json")
     with pytest.raises(ConfigError, match="JSON"):
         load_settings(data_dir=tmp_path)
+
+
+def test_siglip2_text_is_lowercased(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """SigLIP 2 was trained on lowercased text; SigLIP (v1) embeds text as given."""
+    import shutil
+
+    v2 = ImageTextEmbedder(str(shutil.copytree(tiny["siglip"], tmp_path / "siglip2-tiny")))
+    a, b = v2.embed([TextInput("DOG"), TextInput("dog")])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    v1 = ImageTextEmbedder(str(tiny["siglip"]))
+    c, d = v1.embed([TextInput("DOG"), TextInput("dog")])
+    assert float(c @ d) < 0.9999
