@@ -31,7 +31,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where indexes, media and reports live (env LOUPE_DATA_DIR)")
     p.add_argument("--collection", "-c", help="collection (knowledge base) name (env LOUPE_COLLECTION)")
     p.add_argument("--config", help="YAML settings file (env LOUPE_CONFIG)")
-    p.add_argument("--profile", help="embedding profile: offline (default) or fake (tests)")
+    p.add_argument(
+        "--profile", help="embedding profile: offline (default), native (GPU models), gemini (API key) or fake (tests)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
