@@ -6,11 +6,14 @@ one long PDF does not fill the page and the ranking is over distinct places (as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
 
 from app.types import Hit, PageLoc, Segment, TimeLoc
-from embedder.profiles import EmbeddingProfile, Query
+from embedder.profiles import EmbeddingProfile, Query, QueryVector
 from index.engines import FieldFilter
 from index.store import Index
 
@@ -84,6 +87,81 @@ def group_hits(found: Sequence[tuple[Segment, float]], k: int, per_source: int) 
     return out
 
 
+Fusion = Literal["rrf", "sum"]
+DenseStage = tuple[str, np.ndarray, float]
+
+
+def dense_stages(
+    vectors: Sequence[QueryVector], weights: Mapping[str, float], fusion: Fusion = "rrf"
+) -> list[DenseStage]:
+    """The dense search stages of a query: one per (part, named vector) for ``rrf``; for ``sum``, the parts that
+    share a named vector are merged into one normalised weighted sum first (one stage per named vector).
+
+    >>> v = [QueryVector("text", "unified", np.eye(2)[0]), QueryVector("image", "unified", np.eye(2)[1])]
+    >>> [(name, vec.round(3).tolist(), w) for name, vec, w in dense_stages(v, {}, "sum")]
+    [('unified', [0.707, 0.707], 1.0)]
+    """
+    if fusion == "rrf":
+        return [(qv.using, qv.vector, weights.get(qv.part, 1.0)) for qv in vectors]
+    by_name: dict[str, list[QueryVector]] = {}
+    for qv in vectors:
+        by_name.setdefault(qv.using, []).append(qv)
+    out: list[DenseStage] = []
+    for name, group in by_name.items():
+        ws = [weights.get(qv.part, 1.0) for qv in group]
+        total = np.zeros_like(np.asarray(group[0].vector, dtype=np.float32))
+        for qv, wt in zip(group, ws, strict=True):
+            v = np.asarray(qv.vector, dtype=np.float32)
+            total += wt * v / (float(np.linalg.norm(v)) or 1.0)
+        norm = float(np.linalg.norm(total)) or 1.0
+        out.append((name, total / norm, max(ws)))
+    return out
+
+
+# How many top hits are refined to a moment or a box: each costs one filtered query (2-20 ms on the edge engine,
+# stack-notes), and a result page shows about this many.
+REFINE_TOP = 10
+
+
+def refine_hits(index: Index, dense: Sequence[DenseStage], hits: Sequence[Hit], *, top: int = REFINE_TOP) -> list[Hit]:
+    """Resolve the top hits to the place a person opens: a video window to its best-matching frame (the moment),
+    a whole page to its best-matching text block or region (page + box). Other hits are returned as they are.
+
+    The window's or page's own text and score are kept; ``segment.locator``/``media`` become the frame's or
+    block's, and ``segment.meta["refined_from"]`` holds the original locator.
+    """
+    out: list[Hit] = []
+    for i, hit in enumerate(hits):
+        seg = hit.segment
+        loc = seg.locator
+        flt: FieldFilter | None = None
+        if i < top and seg.modality == "video_window" and isinstance(loc, TimeLoc):
+            flt = FieldFilter(
+                must={"source.uri": [seg.source.uri], "modality": ["video_frame"]},
+                ranges={"locator.start_s": (loc.start_s, max(loc.start_s, loc.end_s - 1e-3))},
+            )
+        elif i < top and seg.modality == "page" and isinstance(loc, PageLoc) and loc.bbox is None:
+            flt = FieldFilter(
+                must={"source.uri": [seg.source.uri], "modality": ["text", "region"]},
+                ranges={"locator.page": (float(loc.page), float(loc.page))},
+            )
+        if flt is None or not dense:
+            out.append(hit)
+            continue
+        found = index.search(dense, None, flt=flt, limit=1, prefetch_limit=50)
+        best = found[0][0] if found else None
+        if best is None or best.source.sha256 != seg.source.sha256 or best.locator is None:
+            out.append(hit)
+            continue
+        if isinstance(loc, PageLoc) and not (isinstance(best.locator, PageLoc) and best.locator.bbox):
+            out.append(hit)
+            continue
+        meta = {**seg.meta, "refined_from": hit.locator_json, "refined_by": best.id}
+        refined = replace(seg, locator=best.locator, media=best.media or seg.media, meta=meta)
+        out.append(replace(hit, segment=refined))
+    return out
+
+
 def search(
     index: Index,
     profile: EmbeddingProfile,
@@ -93,14 +171,21 @@ def search(
     filters: Filters | None = None,
     per_source: int = 3,
     hybrid: bool = True,
+    fusion: Fusion = "rrf",
+    refine: bool = True,
 ) -> list[Hit]:
-    """Embed each query part into ``unified``, add BM25 over the query text, fuse with RRF, group.
+    """Embed each query part into ``unified`` (and ``visual``/``audio`` where the profile has them), add BM25
+    over the query text, fuse with weighted RRF in Qdrant, group by place, then resolve the top hits to a moment
+    (video) or a box (pages).
+
+    ``fusion``: how several query parts (text+image, text+voice) combine: ``rrf`` ranks each part separately
+    and fuses the rankings; ``sum`` searches once with the weighted sum of the part vectors.
 
     >>> hits = search(index, profile, Query(text="quarterly revenue"), k=5)  # doctest: +SKIP
     """
     vectors = profile.embed_query(query)
     w = query.weights
-    dense = [(qv.using, qv.vector, w.get(qv.part, 1.0)) for qv in vectors]
+    dense = dense_stages(vectors, w, fusion)
     flt = filters.to_field_filter() if filters else None
     # Ask for more than k: grouping removes repeated places and sources.
     limit = max(k * 5, 50)
@@ -112,4 +197,5 @@ def search(
         prefetch_limit=max(limit, 100),
         bm25_weight=w.get("bm25", 1.0),
     )
-    return group_hits(found, k, per_source)
+    hits = group_hits(found, k, per_source)
+    return refine_hits(index, dense, hits) if refine else hits
