@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="folder to ingest (reused when unchanged)")
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument(
+        "--answers", action="store_true", help="also answer each query: citation support, answer terms, first token"
+    )
+    p.add_argument("--generator", help="generator for --answers (default: the settings' generator)")
+    p.add_argument("--generator-model", help="model name, .gguf file or VLM folder for --answers")
 
     bench.add_parser(sub)
     train_speech.add_parser(sub)
@@ -259,6 +264,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not corpus.is_dir():
         raise ConfigError(f"corpus folder {corpus} does not exist")
     settings = _settings(args)
+    if args.generator or args.generator_model:
+        gen = {"generator": args.generator, "generator_model": args.generator_model}
+        settings = settings.model_copy(update={k: v for k, v in gen.items() if v})
     if not args.collection:
         # The name hashes the corpus folder and the profile's models, so a changed profile gets a new collection.
         space = profile_from_settings(settings).info.describe()
@@ -283,7 +291,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "ingest": ingest_report.summary(),
             **report,
         }
+        if args.answers:
+            from app.rag_eval import evaluate_answers, expected_terms, format_answers
+
+            base = Path(args.queries).absolute().parent
+            report["answers"] = evaluate_answers(lp, queries, expected_terms(args.queries), base, k=5)
     print(format_table(report))
+    if args.answers:
+        print(format_answers(report["answers"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False))
