@@ -230,3 +230,17 @@ class Loupe:
     def stats(self) -> dict[str, Any]:
         """Counts per modality, sources, profile."""
         return self.index().stats()
+
+    def sources(self) -> dict[str, int]:
+        """Every source uri in the collection with its point count (for source filters and admin pages)."""
+        return self.index().sources()
+
+    def rebuild(self, *, on_file: ProgressFn | None = None) -> IngestReport:
+        """Drop the collection and ingest its sources again with the current settings (e.g. new chunk sizes).
+
+        Sources whose files no longer exist are reported as failed and are gone afterwards.
+        """
+        uris = sorted(self.sources())
+        self.index().drop()
+        self._index = None
+        return self.ingest(uris, on_file=on_file)

@@ -16,10 +16,13 @@ import argparse
 import datetime as dt
 import io
 import re
+import subprocess
+import wave
 import zipfile
 from pathlib import Path
 
 import docx
+import numpy as np
 import openpyxl
 import pymupdf
 from docx.shared import Pt
@@ -650,6 +653,108 @@ def _crane_chart(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Video and audio (small: the demo shows video and audio hits; ~10 s in all)
+# ---------------------------------------------------------------------------------------------------------
+
+AUDIO_RATE = 16_000
+VIDEO_SIZE = (320, 180)
+VIDEO_FPS = 8
+VIDEO_SECONDS = 8
+
+
+def _foghorn(seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
+    """A two-tone diaphone-like blast: a low buzzy fundamental with many harmonics, slow attack and release."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = np.where(t < seconds * 0.7, 165.0, 140.0)  # the characteristic drop in pitch at the end of a blast
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    tone = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.minimum(1.0, t / 0.25) * np.minimum(1.0, (seconds - t) / 0.4)
+    return (0.5 * tone * env / np.max(np.abs(tone))).astype(np.float32)
+
+
+def _bell(seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
+    """Three strikes of a ship's bell: inharmonic partials with exponential decay."""
+    n = int(seconds * rate)
+    out = np.zeros(n, dtype=np.float32)
+    partials = [(523.0, 1.0), (1046.0 * 1.19, 0.6), (1567.0 * 1.02, 0.4), (2093.0 * 1.31, 0.25)]
+    for start in (0.0, seconds / 3, 2 * seconds / 3):
+        t = np.arange(n - int(start * rate)) / rate
+        strike = sum(a * np.sin(2 * np.pi * f * t) * np.exp(-t * (2.5 + f / 900)) for f, a in partials)
+        out[int(start * rate) :] += 0.3 * strike.astype(np.float32)
+    return out
+
+
+def _harbour_sounds() -> np.ndarray:
+    """Foghorn, a second of silence, then the bell: two clips once ingest splits at the silence."""
+    silence = np.zeros(AUDIO_RATE, dtype=np.float32)
+    return np.concatenate([_foghorn(2.5), silence, _bell(2.5)])
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int = AUDIO_RATE) -> None:
+    """16-bit mono PCM (the stdlib writer: fixed header, same bytes every run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def _webcam_frame(i: int) -> Image.Image:
+    """Frame i of the Pier Four webcam: a container ship crossing the harbour past the lighthouse."""
+    w, h = VIDEO_SIZE
+    img = Image.new("RGB", (w, h), (150, 196, 230))
+    d = ImageDraw.Draw(img)
+    d.rectangle((0, 110, w, h), fill=(40, 90, 140))
+    # Beacon Point lighthouse on its rock, right
+    d.polygon([(250, 112), (270, 96), (310, 98), (320, 112)], fill=(110, 100, 90))
+    for k, y in enumerate(range(50, 98, 12)):
+        d.rectangle((279, y, 293, y + 12), fill=(200, 40, 40) if k % 2 == 0 else (245, 245, 245))
+    d.rectangle((277, 40, 295, 50), fill=(255, 236, 150), outline=(40, 40, 40))
+    # The ship: hull, bridge and stacked containers, moving left to right
+    x = -120 + i * (w + 60) / (VIDEO_FPS * VIDEO_SECONDS)
+    d.polygon([(x, 100), (x + 130, 100), (x + 120, 118), (x + 8, 118)], fill=(120, 30, 30))
+    d.rectangle((x + 6, 78, x + 22, 100), fill=(235, 235, 235))
+    colours = [(200, 90, 30), (30, 110, 170), (60, 150, 70), (220, 190, 40)]
+    for col in range(6):
+        for row in range(2):
+            cx = x + 26 + col * 15
+            d.rectangle((cx, 88 - row * 10, cx + 13, 98 - row * 10), fill=colours[(col + row) % 4])
+    d.text((6, 4), "SALTMERE HARBOUR - PIER FOUR WEBCAM", fill=(10, 20, 40), font=_font(12))
+    d.text((6, h - 18), f"2025-11-14 07:42:{i // VIDEO_FPS:02d}", fill=(240, 240, 240), font=_font(11))
+    return img
+
+
+def _write_video(path: Path) -> None:
+    """An 8 s H.264/AAC MP4 (plays in every browser) of the webcam frames with the foghorn as its sound.
+
+    Bit-exact flags and one thread keep the bytes stable for one ffmpeg build; another build may differ.
+    """
+    from ingest.ffmpeg import find_tools  # the ffmpeg Loupe itself uses (system, else imageio-ffmpeg's)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = path.with_suffix(".tmp.wav")
+    sound = np.concatenate([np.zeros(AUDIO_RATE * 2, np.float32), _foghorn(3.0), np.zeros(AUDIO_RATE * 3, np.float32)])
+    _write_wav(wav, sound)
+    frames = b"".join(_webcam_frame(i).tobytes() for i in range(VIDEO_FPS * VIDEO_SECONDS))
+    w, h = VIDEO_SIZE
+    cmd = [
+        find_tools().ffmpeg, "-hide_banner", "-v", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(VIDEO_FPS), "-i", "pipe:",
+        "-i", str(wav),
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "30", "-preset", "medium", "-threads", "1",
+        "-c:a", "aac", "-b:a", "48k", "-shortest", "-movflags", "+faststart",
+        "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
+        str(path),
+    ]  # fmt: skip
+    try:
+        subprocess.run(cmd, input=frames, check=True, capture_output=True)
+    finally:
+        wav.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Queries
 # ---------------------------------------------------------------------------------------------------------
 
@@ -729,6 +834,8 @@ def generate(out: Path, queries: Path | None = None) -> list[Path]:
     _harbour_map(out / "images/harbour_map.png")
     _lighthouse_sketch(out / "images/lighthouse_sketch.png")
     _crane_chart(out / "images/crane_productivity_chart.png")
+    _write_wav(out / "media/harbour_sounds.wav", _harbour_sounds())
+    _write_video(out / "media/pier_four_webcam.mp4")
     if queries is not None:
         queries.parent.mkdir(parents=True, exist_ok=True)
         queries.write_text(_queries_md(), encoding="utf-8", newline="\n")
