@@ -361,6 +361,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # No "Deploy" button and developer menu: this is an app for analysts, not a Streamlit project.
+        "--client.toolbarMode",
+        "minimal",
     ]
     print(f"Loupe UI on http://{args.host}:{args.port}  (collection {settings.collection!r}, data {settings.data_dir})")
     return subprocess.call(cmd, env=env)
