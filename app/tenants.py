@@ -143,8 +143,14 @@ class TenantEngine:
 
     def _scoped(self, flt: FieldFilter | None) -> FieldFilter:
         own = FieldFilter(must={"tenant": self.tenant})
+        if flt is None:
+            return own
+        asked = flt.must.get("tenant", self.tenant)
+        if asked != self.tenant and not (isinstance(asked, list | tuple | set) and self.tenant in asked):
+            # The caller asked for another tenant's points: the intersection with this tenant's is empty.
+            return FieldFilter(must={"tenant": self.tenant}, must_not={"tenant": self.tenant})
         # The tenant condition is merged last so a caller's filter can never replace it.
-        return own if flt is None else flt.merged(own)
+        return flt.merged(own)
 
     def metadata(self) -> dict[str, Any] | None:
         """The collection's metadata (not tenant specific)."""
