@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.tenants import TenantEngine
-from app.types import SourceRef, Segment, segment_id
+from app.types import Segment, SourceRef, segment_id
 from embedder.profiles import create_profile
 from index.engines import FieldFilter
 from index.store import Index, IndexConfig
