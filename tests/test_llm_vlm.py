@@ -79,9 +79,9 @@ def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "patch_size": 8,
         },
         mm_tokens_per_image=4,
-        boi_token_id=vocab["<start_of_image>"],
-        eoi_token_id=vocab["<end_of_image>"],
-        image_token_id=vocab["<image_soft_token>"],
+        boi_token_index=vocab["<start_of_image>"],
+        eoi_token_index=vocab["<end_of_image>"],
+        image_token_index=vocab["<image_soft_token>"],
     )
     Gemma3ForConditionalGeneration(config).save_pretrained(out)
     return out
