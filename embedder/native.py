@@ -129,6 +129,17 @@ def _features(out: Any) -> Any:
     return out if hasattr(out, "dim") else out.pooler_output
 
 
+def compile_towers(model: Any) -> list[str]:
+    """``torch.compile`` in place what the backends call: the text/vision/audio towers of a dual encoder
+    (``get_*_features`` go through them, not through ``forward``), else the whole model. Returns what was compiled."""
+    towers = [n for n in ("text_model", "vision_model", "audio_model") if hasattr(model, n)]
+    for name in towers:
+        getattr(model, name).compile()
+    if not towers:
+        model.compile()
+    return towers or ["model"]
+
+
 def subsample_frames(frames: Sequence[str], limit: int = MAX_VIDEO_FRAMES) -> list[str]:
     """At most ``limit`` frames, evenly spread over the window (first and last kept)."""
     if len(frames) <= limit:
@@ -249,9 +260,7 @@ class _TorchBackend:
                     raise self._fail("weights", e) from e
                 model = model.to(self._device).eval()
                 if self.compile:
-                    import torch
-
-                    model = torch.compile(model)
+                    compile_towers(model)
                 self._processor = processor
                 self._model = model
                 if self._full_dim is None:

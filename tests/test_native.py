@@ -280,3 +280,19 @@ def test_siglip2_text_is_lowercased(tiny: dict[str, Path], tmp_path: Path) -> No
     v1 = ImageTextEmbedder(str(tiny["siglip"]))
     c, d = v1.embed([TextInput("DOG"), TextInput("dog")])
     assert float(c @ d) < 0.9999
+
+
+def test_compile_targets_the_towers(tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compile=True`` compiles the towers get_*_features run through (not ``forward``, which they bypass)."""
+    import torch
+
+    from embedder.native import compile_towers
+
+    compiled: list[str] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    emb = ImageTextEmbedder(str(tiny["clip"]), compile=True)
+    emb.embed([TextInput("dog")])
+    towers = [type(emb._model.text_model).__name__, type(emb._model.vision_model).__name__]
+    assert compiled == towers and all("CLIP" in t for t in towers)
+    compiled.clear()
+    assert compile_towers(torch.nn.Linear(2, 2)) == ["model"] and compiled == ["Linear"]
