@@ -57,6 +57,30 @@ class IngestOptions(BaseModel):
     # Frame thumbnails in the media store: quality 85 keeps a 224x224 frame at 4-6 KB on generated test video
     # (flat scenes, testsrc2), i.e. ~40 MB per 2 hours; photographic frames are larger.
     video_jpeg_quality: int = Field(default=85, ge=30, le=95)
+    # Text in the picture (titles, captions, slides, signs) read by OCR onto the frame and window segments.
+    # "on": OCR every frame whose picture changed since the last OCR'd frame (unchanged frames reuse its text);
+    # "auto": the same, but after a frame without text the next OCR waits 2, 4, ... up to video_ocr_max_gap_s
+    # seconds (reset when text is found), and at most video_ocr_per_min OCRs per minute of video (+3 at the
+    # start) are made, so a burned-in clock or moving footage cannot make OCR the cost of ingest; "off": never.
+    video_ocr: Literal["auto", "on", "off"] = "auto"
+    # OCR reads a larger copy of the frame, fit into this square: 224 px is too small for captions. RapidOCR's
+    # detector at <= 640 px took ~0.1-0.2 s per frame on 2 cores, ~1-2 s at its default 736 px minimum side
+    # (measured on 480x270-960x540 frames with one caption line; ingest/ocr.py video_ocr()).
+    video_ocr_px: int = Field(default=640, ge=224, le=1920)
+    # A frame "changed" when some cell of a 16x16 grid of its colour means moved by at least this much (0-255)
+    # against the last OCR'd frame: a caption line changes its cells by tens of levels, H.264 noise by 1-2.
+    video_ocr_change: float = Field(default=8.0, ge=0.0, le=255.0)
+    video_ocr_max_gap_s: int = Field(default=8, ge=1, le=600)
+    # ~0.2-0.5 s per OCR on 2 cores: 6 per minute is ~2-5 % of real time, within the 20x-real-time ingest target.
+    video_ocr_per_min: float = Field(default=6.0, ge=0.1, le=60.0)
+    # Windows end early at a scene change (the next window starts at it), once they hold video_window_min_s
+    # frames; a scene change is a mean absolute difference of the 16x16 colour-mean grid against the previous
+    # frame of at least video_scene_change (0-255). Measured on generated 1-FPS footage: cuts between flat colour
+    # scenes 87-89; continuous motion stays below it (lavfi pan 13-20, testsrc2 5-15, mandelbrot zoom 3-16).
+    # Cuts between two similar-looking real shots can score under 30 and are then not cut: windows stay fixed.
+    video_scene_cuts: bool = True
+    video_scene_change: float = Field(default=30.0, ge=0.0, le=255.0)
+    video_window_min_s: int = Field(default=2, ge=1, le=32)
 
     # --- audio (ingest/audio.py; also the audio track of a video) ---
     # Clips are cut at silences and at most this long (10 s ~ one or two spoken sentences; the speech encoder
@@ -85,4 +109,6 @@ class IngestOptions(BaseModel):
             raise ValueError("audio_clip_min_s must be below audio_clip_max_s")
         if self.audio_clip_overlap_s * 2 > self.audio_clip_max_s:
             raise ValueError("audio_clip_overlap_s must be at most half of audio_clip_max_s")
+        if self.video_window_min_s > self.video_window_s:
+            raise ValueError("video_window_min_s must be at most video_window_s")
         return self

@@ -21,14 +21,19 @@ Usage::
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from app.errors import IngestError
 from app.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 from ingest.audio import audio_segments, clip_folder
 from ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
+from ingest.ocr import OcrEngine, video_ocr
 from ingest.options import IngestOptions
 
 # The design samples video at 1 frame per second (design.md §1): frame n shows t = n s.
@@ -60,17 +65,158 @@ def frame_args(path: Path, stream_index: int, px: int, tools: Tools, *, skip_non
     return compile_args(out, tools)
 
 
-def _save_jpeg(data: bytes, px: int, dest: Path, quality: int) -> None:
+# Frames are compared on a grid of colour means (16x16 cells of 14x14 px in a 224-px frame): cheap, blind to
+# H.264 noise and small enough that a changed caption line moves whole cells.
+GRID = 16
+# "auto" OCR may read this many frames at once before its per-minute budget applies (the opening titles).
+OCR_BURST = 3
+# Frame text on a window: the distinct lines of its frames, at most this many characters (e5 reads 512 tokens).
+WINDOW_TEXT_CHARS = 2000
+
+
+def signature(frame: Any) -> np.ndarray:
+    """A frame (PIL image) as its ``GRID`` x ``GRID`` x 3 grid of colour means (float32, 0-255)."""
     from PIL import Image
 
+    return np.asarray(frame.resize((GRID, GRID), Image.Resampling.BOX), dtype=np.float32)
+
+
+def max_cell_change(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest change of one cell's mean (over its colours) between two signatures: a local change."""
+    return float(np.abs(a - b).mean(axis=2).max())
+
+
+def mean_change(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean absolute difference of two signatures: a change of the whole picture (a cut)."""
+    return float(np.abs(a - b).mean())
+
+
+class FrameTexts:
+    """Which frames to OCR, and the text of every frame (pure logic around an OCR engine).
+
+    A frame whose signature is within ``change`` of the last OCR'd frame's reuses that frame's text; a changed
+    frame is OCR'd ("on"), or, in "auto", OCR'd once the wait since the last OCR has passed and the budget
+    allows: the wait doubles after each OCR that found no text (up to ``max_gap``) and is one frame again after
+    one that found some; the budget is ``per_min`` OCRs per minute of video plus :data:`OCR_BURST` (counted in
+    calls, not seconds, so the same file always gets the same text). A changed frame that is not OCR'd gets no
+    text (None: unknown), never a stale one.
+
+    >>> texts = FrameTexts(engine, mode="on")  # doctest: +SKIP
+    >>> texts.text_for(t, signature(small), lambda: big_frame_array)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        engine: OcrEngine,
+        *,
+        mode: str = "auto",
+        change: float = 8.0,
+        max_gap: int = 8,
+        per_min: float = 6.0,
+        min_score: float = 0.7,
+    ) -> None:
+        self.engine, self.mode, self.change, self.max_gap, self.min_score = engine, mode, change, max_gap, min_score
+        self.per_min = per_min
+        self._sig: np.ndarray | None = None
+        self._text: str | None = None
+        self._last_t: float = float("-inf")
+        self._gap = 1
+        self.calls = 0
+        self.seconds = 0.0
+        self.failures: list[str] = []
+
+    def text_for(self, t: float, sig: np.ndarray, image: Callable[[], np.ndarray]) -> str | None:
+        """The text of the frame at ``t`` s with signature ``sig``; ``image()`` gives the pixels to OCR."""
+        if self._sig is not None and max_cell_change(sig, self._sig) < self.change:
+            return self._text
+        if self.mode == "auto" and (
+            t - self._last_t < self._gap or self.calls + 1 > OCR_BURST + self.per_min * t / 60.0
+        ):
+            return None
+        t0 = time.perf_counter()
+        try:
+            lines = self.engine(image())
+        except IngestError:
+            raise  # OCR is not installed: the caller decides
+        except Exception as e:  # an engine failure on one frame must not lose the video; say so in the report
+            self.failures.append(f"OCR failed at {t:.0f} s: {type(e).__name__}: {e}")
+            lines = []
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        text = "\n".join(ln.text.strip() for ln in lines if ln.score >= self.min_score and ln.text.strip()) or None
+        self._sig, self._text, self._last_t = sig, text, t
+        self._gap = 1 if text else min(self._gap * 2, self.max_gap)
+        return text
+
+
+def window_text(texts: Sequence[str | None]) -> str | None:
+    """The distinct lines of a window's frame texts, in order of first appearance, capped."""
+    seen: dict[str, None] = {}
+    for text in texts:
+        for line in (text or "").splitlines():
+            if line.strip():
+                seen.setdefault(line.strip(), None)
+    out = "\n".join(seen)
+    return out[:WINDOW_TEXT_CHARS] or None
+
+
+def _crop(image: Any, box: tuple[int, int, int, int]) -> np.ndarray:
+    return np.asarray(image.crop(box))
+
+
+def _save_jpeg(image: Any, dest: Path, quality: int) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
-    Image.frombuffer("RGB", (px, px), data, "raw", "RGB", 0, 1).save(tmp, "JPEG", quality=quality)
+    image.save(tmp, "JPEG", quality=quality)
     tmp.replace(dest)
 
 
 def _end(t: float, duration: float | None) -> float:
     """End of the second starting at t, clamped to the container's duration when that lies inside it."""
     return float(min(t + 1, duration)) if duration is not None and t < duration < t + 1 else float(t + 1)
+
+
+def content_box(info: MediaInfo, px: int) -> tuple[int, int, int, int]:
+    """Where the picture lies in a ``px`` square frame (ffmpeg fits it, keeping its aspect, and pads with black):
+    ``(x0, y0, x1, y1)``, one pixel inside against rounding. The whole square when the size is unknown."""
+    v = info.video
+    if v is None or not v.width or not v.height:
+        return (0, 0, px, px)
+    w, h = (v.height, v.width) if v.rotation in (90, 270) else (v.width, v.height)
+    scale = min(px / w, px / h)
+    sw, sh = max(1, int(w * scale)), max(1, int(h * scale))
+    x0, y0 = (px - sw) // 2, (px - sh) // 2
+    return (min(x0 + 1, px - 1), min(y0 + 1, px - 1), max(x0 + sw - 1, 1), max(y0 + sh - 1, 1))
+
+
+class _Windows:
+    """Window boundaries over the frame stream: a window every ``stride`` frames, ``size`` frames long, ended
+    early at a scene cut once it holds ``min_size`` frames (the stride grid then restarts at the cut)."""
+
+    def __init__(self, size: int, stride: int, min_size: int) -> None:
+        self.size, self.stride, self.min_size = size, stride, min_size
+        self.open: collections.deque[int] = collections.deque()
+        self.next_start = 0
+        self.last_end = 0
+
+    def frame(self, t: int, cut: bool) -> list[tuple[int, int]]:
+        """Frame ``t`` arrives (``cut``: it starts a new scene); the windows this closes, as (start, end)."""
+        out = []
+        if cut and self.open and t - self.open[0] >= self.min_size:
+            out.append((self.open[0], t))
+            self.open.clear()
+            self.next_start = t
+        if t == self.next_start:
+            self.open.append(t)
+            self.next_start += self.stride
+        while self.open and t + 1 - self.open[0] >= self.size:
+            out.append((self.open.popleft(), t + 1))
+        if out:
+            self.last_end = out[-1][1]
+        return out
+
+    def finish(self, n: int) -> list[tuple[int, int]]:
+        """End of stream after ``n`` frames: the earliest open window, if it holds frames no window has."""
+        return [(self.open[0], n)] if self.open and n > self.last_end else []
 
 
 def frame_segments(
@@ -81,59 +227,96 @@ def frame_segments(
     report: dict[str, Any] | None = None,
     *,
     tools: Tools | None = None,
+    ocr: OcrEngine | None = None,
 ) -> Iterator[Segment]:
     """``video_frame`` and ``video_window`` segments of the first video stream; ``report`` gets ``frames``,
-    ``windows`` and, when ffmpeg complained or stopped early, a line in ``warnings``."""
+    ``windows``, ``scene_cuts``, ``frames_ocr`` and ``ocr_s`` and, when ffmpeg complained or stopped early, a
+    line in ``warnings``. ``ocr`` replaces the default frame OCR engine (tests)."""
+    from PIL import Image
+
     stream = info.video
     if stream is None:
         raise IngestError(str(path), "has no video stream")
     tools = tools or tools_for(path)
     folder = clip_folder(opts, source, path, "video")
     px = opts.video_frame_px
-    size = px * px * 3
-    window, stride = opts.video_window_s, opts.video_stride_s
-    recent: collections.deque[tuple[int, str]] = collections.deque(maxlen=window)
+    # With OCR, ffmpeg writes the larger OCR copy and Python scales it down for the thumbnail and the embedder.
+    big = max(opts.video_ocr_px, px) if opts.video_ocr != "off" else px
+    size = big * big * 3
+    x0, y0, x1, y1 = content_box(info, big)
+    texts = None
+    if opts.video_ocr != "off":
+        texts = FrameTexts(
+            ocr or video_ocr(),
+            mode=opts.video_ocr,
+            change=opts.video_ocr_change,
+            max_gap=opts.video_ocr_max_gap_s,
+            per_min=opts.video_ocr_per_min,
+            min_score=opts.ocr_min_score,
+        )
+    windows = _Windows(opts.video_window_s, opts.video_stride_s, opts.video_window_min_s)
+    recent: collections.deque[tuple[int, str, str | None]] = collections.deque(maxlen=opts.video_window_s)
     stats: dict[str, Any] = report if report is not None else {}
-    n = 0
-    windows = 0
-    last_window: tuple[int, int] | None = None  # (start, end) frame numbers of the last window yielded
-    args = frame_args(path, stream.index, px, tools, skip_nonref=opts.video_skip_nonref)
+    warnings = stats.setdefault("warnings", [])
+    n = n_windows = cuts = 0
+    prev: np.ndarray | None = None
+    args = frame_args(path, stream.index, big, tools, skip_nonref=opts.video_skip_nonref)
     with FfmpegReader(args, path, pipe_bytes=PIPE_FRAMES * size) as reader:
         for block in reader.blocks(size):
             if len(block) < size:
                 break  # a partial frame at the end of a damaged stream
             t = n
+            image = Image.frombuffer("RGB", (big, big), block, "raw", "RGB", 0, 1)
+            small = image if big == px else image.resize((px, px), Image.Resampling.BOX)
             jpg = folder / f"frame-{t:06d}.jpg"
             try:
-                _save_jpeg(block, px, jpg, opts.video_jpeg_quality)
+                _save_jpeg(small, jpg, opts.video_jpeg_quality)
             except OSError as e:
                 raise IngestError(str(path), f"cannot write frame {jpg} to the media store: {e}") from e
+            sig = signature(small)
+            text = None
+            if texts is not None:
+                try:
+                    text = texts.text_for(t, sig, functools.partial(_crop, image, (x0, y0, x1, y1)))
+                except IngestError as e:  # OCR not installed: frames without text, said once
+                    warnings.append(f"video: frames were not OCR'd ({e.reason})")
+                    texts = None
+            cut = opts.video_scene_cuts and prev is not None and mean_change(sig, prev) >= opts.video_scene_change
+            cuts += cut
+            prev = sig
             loc = TimeLoc(float(t), _end(t, info.duration_s))
             yield Segment(
                 id=segment_id(source, "video_frame", loc),
                 source=source,
                 modality="video_frame",
                 locator=loc,
-                text=None,
+                text=text,
                 media=MediaRef(path=str(jpg), kind="image"),
-                meta={"frame_s": float(t)},
+                meta={"frame_s": float(t), **({"ocr": True} if text else {})},
             )
-            recent.append((t, str(jpg)))
             n += 1
-            start = n - window
-            if start >= 0 and start % stride == 0:
-                yield _window(source, recent, start, n, info.duration_s)
-                windows += 1
-                last_window = (start, n)
-        # The tail: the next window start that holds frames not yet in any window, cut short at the end.
-        start = 0 if last_window is None else last_window[0] + stride
-        if n and start < n and (last_window is None or last_window[1] < n):
-            yield _window(source, recent, start, n, info.duration_s)
-            windows += 1
+            closed = windows.frame(t, cut)
+            # A window cut off by this frame ends before it: made before the frame joins the recent ones.
+            for a, b in closed:
+                if b <= t:
+                    yield _window(source, recent, a, b, info.duration_s)
+                    n_windows += 1
+            recent.append((t, str(jpg), text))
+            for a, b in closed:
+                if b > t:
+                    yield _window(source, recent, a, b, info.duration_s)
+                    n_windows += 1
+        for a, b in windows.finish(n):
+            yield _window(source, recent, a, b, info.duration_s)
+            n_windows += 1
         code = reader.finish()
         stats["frames"] = n
-        stats["windows"] = windows
-        warnings = stats.setdefault("warnings", [])
+        stats["windows"] = n_windows
+        stats["scene_cuts"] = cuts
+        if texts is not None:
+            stats["frames_ocr"] = texts.calls
+            stats["ocr_s"] = round(texts.seconds, 3)
+            warnings.extend(texts.failures[:5])
         if n and (code != 0 or reader.stderr_lines):
             warnings.append(f"video: ffmpeg reported damage, the readable frames were kept: {reader.reason()}")
         if n and info.duration_s and n < info.duration_s - EARLY_END_S:
@@ -145,16 +328,21 @@ def frame_segments(
 
 
 def _window(
-    source: SourceRef, recent: collections.deque[tuple[int, str]], start: int, end: int, duration: float | None
+    source: SourceRef,
+    recent: collections.deque[tuple[int, str, str | None]],
+    start: int,
+    end: int,
+    duration: float | None,
 ) -> Segment:
-    frames = [p for t, p in recent if start <= t < end]
+    inside = [(p, text) for t, p, text in recent if start <= t < end]
+    frames = [p for p, _ in inside]
     loc = TimeLoc(float(start), _end(end - 1, duration))
     return Segment(
         id=segment_id(source, "video_window", loc),
         source=source,
         modality="video_window",
         locator=loc,
-        text=None,
+        text=window_text([text for _, text in inside]),
         media=MediaRef(path=source.uri, kind="video", start_s=loc.start_s, end_s=loc.end_s),
         meta={"frames": frames, "thumbnail": frames[len(frames) // 2], "n_frames": len(frames)},
     )
