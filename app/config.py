@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # PDF pages: OCR where there is no text layer ("auto"), always ("on") or never ("off"); page image dpi.
     ocr: Literal["auto", "on", "off"] = "auto"
     render_dpi: int = Field(default=100, ge=36, le=300)
+    # Video frames: OCR where the picture changed, within a per-minute budget ("auto"), every change ("on"), never.
+    video_ocr: Literal["auto", "on", "off"] = "auto"
     # Answers (app/llm.py): "local" runs a packaged GGUF model in-process; "openai" any OpenAI-compatible URL
     # (Ollama, vLLM, llama.cpp server); "gemini" needs a key; "vlm" a local transformers VLM folder (GPU);
     # "extractive" quotes the best passages. Any generator that fails falls back to the extractive answer.

@@ -47,6 +47,7 @@ def ingest_options(settings: Settings) -> IngestOptions:
         media_dir=settings.data_dir / "media",
         ocr=settings.ocr,
         render_dpi=settings.render_dpi,
+        video_ocr=settings.video_ocr,
     )
 
 
