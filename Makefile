@@ -16,9 +16,10 @@ export DO_NOT_TRACK := true
 
 .PHONY: install system-deps lint test test-all demo sample clean
 
-# ffmpeg (video/audio decoding) and espeak-ng (speech for tests) from Debian when we may install them; without
-# them Loupe falls back to the static ffmpeg inside the imageio-ffmpeg wheel and speech tests are skipped.
-SYSTEM_TOOLS := ffmpeg espeak-ng
+# ffmpeg (video/audio decoding), espeak-ng (speech for tests) and chromium (the UI's browser tests, driven by
+# playwright) from Debian when we may install them; without them Loupe falls back to the static ffmpeg inside the
+# imageio-ffmpeg wheel, and the speech and browser tests are skipped with the reason.
+SYSTEM_TOOLS := ffmpeg espeak-ng chromium
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \

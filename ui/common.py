@@ -300,7 +300,8 @@ def show_preview(hit: Hit, query: str | None) -> None:
             st.image(full, caption=f"page {page.page}")
         else:
             crop = crop_around(full, page.box_px)
-            st.image(crop, caption=f"page {page.page}, the matching passage", width=min(PREVIEW_PX, crop.width))
+            crop.thumbnail((PREVIEW_PX, PREVIEW_PX * 4))  # in place; st.image then fits it to narrow columns
+            st.image(crop, caption=f"page {page.page}, the matching passage")
             with st.popover("Whole page", icon=":material/description:"):
                 st.image(full, caption=f"page {page.page}")
     elif isinstance(loc, TimeLoc) and seg.source.mime.startswith("video") and Path(seg.source.uri).is_file():

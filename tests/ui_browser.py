@@ -1,0 +1,218 @@
+"""Drive ``loupe ui`` in Debian's headless Chromium through Playwright (the PyPI package; no browser download).
+
+Shared by the browser test (tests/test_browser.py, fake profile) and the screenshot script
+(tools/screenshots.py, offline profile on the sample corpus). Selectors use Streamlit's ``data-testid``
+attributes and visible text, which are what a user sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+# The flags the issue names: no sandbox (root in CI containers), no GPU, and nothing that phones home.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parent.parent
+# Streamlit answers its health check within ~2 s on an idle machine (stack-notes); a busy 2-core CI box is slower.
+START_TIMEOUT_S = 60.0
+# Waiting for a result: the first query loads the embedder (seconds for the offline profile).
+WAIT_MS = 120_000
+MAIN = '[data-testid="stMainBlockContainer"]'
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    if not Path(CHROMIUM).is_file() and not shutil.which("chromium"):
+        return "needs Debian's chromium: apt-get install chromium (make system-deps does it as root)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "needs the playwright package: pip install -e '.[dev]'"
+    return None
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_ui(data_dir: Path, collection: str, profile: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``loupe ui`` in a subprocess until the block ends; yields its URL once the health check answers."""
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())", "ui"]
+    cmd += ["--data-dir", str(data_dir), "--collection", collection, "--profile", profile, "--port", str(port)]
+    full_env = {**os.environ, **(env or {})}
+    log = data_dir / f"ui-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"loupe ui exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"loupe ui did not answer within {START_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    """A Playwright page in headless Debian Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    exe = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(WAIT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+# -- actions -------------------------------------------------------------------------------------------------
+def idle(page: Any) -> None:
+    """Wait until Streamlit has finished the current run and drawn it: no "Running…" status, no skeleton
+    placeholders, every image decoded. (The status widget shows up a moment after a run starts, hence the pause.)
+    """
+    page.wait_for_timeout(500)
+    page.wait_for_function(
+        """() => {
+            const status = document.querySelector('[data-testid="stStatusWidget"]');
+            if (status && status.innerText.includes('Running')) return false;
+            if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+            return Array.from(document.querySelectorAll('img')).every(i => i.complete);
+        }""",
+        timeout=WAIT_MS,
+    )
+    page.wait_for_timeout(300)
+
+
+def open_page(page: Any, name: str) -> None:
+    """Click a page in the sidebar navigation (keeps the session, unlike a fresh URL)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+    page.get_by_role("heading", name=name, exact=True).first.wait_for()
+    idle(page)
+
+
+def search_text(page: Any, text: str) -> None:
+    """Type a query into the search box and press Enter; wait for the results line."""
+    box = page.get_by_placeholder("words, a phrase or a question", exact=False)
+    box.fill(text)
+    box.press("Enter")
+    idle(page)
+
+
+def upload(page: Any, label: str, path: Path) -> None:
+    """Put a file into the file uploader whose label is ``label``."""
+    widget = page.locator('[data-testid="stFileUploader"]', has_text=label).first
+    widget.locator('input[type="file"]').set_input_files(str(path))
+    idle(page)
+
+
+def clear_uploads(page: Any) -> None:
+    """Remove every uploaded file from the uploaders on the page."""
+    buttons = page.locator('[data-testid="stFileChipDeleteBtn"] button')
+    while buttons.count():
+        buttons.first.click()
+        idle(page)
+
+
+def only_kinds(page: Any, *kinds: str) -> None:
+    """Set the "Only these kinds" filter to ``kinds`` (their on-screen names, e.g. "Video")."""
+    widget = page.locator('[data-testid="stMultiSelect"]', has_text="Only these kinds").first
+    clear = widget.locator('[data-testid="stMultiSelectClearAll"], [aria-label="Clear all"]')
+    if clear.count():
+        clear.first.click()
+        idle(page)
+    for kind in kinds:
+        widget.locator("input").first.click()
+        page.get_by_role("option", name=kind, exact=True).click()
+        idle(page)
+    page.keyboard.press("Escape")
+    idle(page)
+
+
+def ask(page: Any, question: str) -> None:
+    """Send a question in the chat box and wait for the answer's first citation."""
+    box = page.locator('[data-testid="stChatInput"] textarea')
+    box.fill(question)
+    box.press("Enter")
+    idle(page)
+
+
+def main_text(page: Any) -> str:
+    """All visible text of the main area."""
+    return str(page.locator(MAIN).inner_text())
+
+
+def videos(page: Any) -> list[dict[str, Any]]:
+    """Every <video> on the page: its source, current time and ready state (4 = can play through)."""
+    js = (
+        "() => Array.from(document.querySelectorAll('video')).map(v => ({src: v.currentSrc || v.src, "
+        "time: v.currentTime, ready: v.readyState, error: v.error ? v.error.code : null}))"
+    )
+    result: list[dict[str, Any]] = page.evaluate(js)
+    return result
+
+
+def loaded_images(page: Any) -> int:
+    """How many <img> in the main area have decoded pixels."""
+    return int(
+        page.evaluate(
+            "() => Array.from(document.querySelectorAll('[data-testid=\"stMainBlockContainer\"] img'))"
+            ".filter(i => i.complete && i.naturalWidth > 0).length"
+        )
+    )
+
+
+def shot(page: Any, path: Path, *, locator: Any = None, max_colours: int = 256) -> Path:
+    """A PNG of the page (or one element), quantised to a palette so that it stays small in git."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_suffix(".raw.png")
+    (locator or page).screenshot(path=str(raw))
+    with Image.open(raw) as im:
+        im.convert("RGB").quantize(colors=max_colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    raw.unlink()
+    return path
