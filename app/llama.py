@@ -31,7 +31,13 @@ def hit_metadata(hit: Hit) -> dict[str, Any]:
 
 
 class LoupeRetriever(BaseRetriever):
-    """A llama-index ``BaseRetriever`` over Loupe's hybrid multimodal search (text queries)."""
+    """A llama-index ``BaseRetriever`` over Loupe's hybrid multimodal search (text, or text+image through
+    ``QueryBundle(query_str, image_path=...)``). Node metadata says where each hit is (file, page/box, times).
+
+    With a Loupe generator it makes a llama-index chat engine (condense-plus-context):
+
+    >>> engine = CondensePlusContextChatEngine.from_defaults(LoupeRetriever(lp), llm=lp.llm)  # doctest: +SKIP
+    """
 
     def __init__(self, loupe: Loupe, *, k: int = 5, filters: Filters | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -40,7 +46,9 @@ class LoupeRetriever(BaseRetriever):
         self._filters = filters
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self._loupe.search(query_bundle.query_str, k=self._k, filters=self._filters)
+        # A bundle's image_path makes a composite text+image query (each part embedded, fused with RRF).
+        image = query_bundle.image_path or None
+        hits = self._loupe.search(query_bundle.query_str or None, image=image, k=self._k, filters=self._filters)
         return [
             NodeWithScore(
                 node=TextNode(id_=h.segment.id, text=h.segment.text or "", metadata=hit_metadata(h)), score=h.score
