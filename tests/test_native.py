@@ -296,3 +296,23 @@ def test_compile_targets_the_towers(tiny: dict[str, Path], monkeypatch: pytest.M
     assert compiled == towers and all("CLIP" in t for t in towers)
     compiled.clear()
     assert compile_towers(torch.nn.Linear(2, 2)) == ["model"] and compiled == ["Linear"]
+
+
+def test_collection_refuses_another_native_model_or_size(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """A collection built with one native model opens only with that model and size (ProfileMismatchError)."""
+    from app.errors import ProfileMismatchError
+    from index.store import Index, IndexConfig
+
+    cfg = IndexConfig(data_dir=tmp_path, collection="native", engine="edge")
+    siglip = create_profile("native", image_text_model=str(tiny["siglip"]), audio_text_model=str(tiny["clap"]))
+    Index.open(cfg, siglip.info).close()
+    clip = create_profile("native", image_text_model=str(tiny["clip"]), audio_text_model=str(tiny["clap"]))
+    with pytest.raises(ProfileMismatchError, match="native"):
+        Index.open(cfg, clip.info)
+    qwen = create_profile("native", one_space_model=str(tiny["qwen3vl"]), audio_text_model=None, dim=16)
+    qwen_full = create_profile("native", one_space_model=str(tiny["qwen3vl"]), audio_text_model=None)
+    cfg2 = IndexConfig(data_dir=tmp_path, collection="qwen", engine="edge")
+    Index.open(cfg2, qwen.info).close()
+    with pytest.raises(ProfileMismatchError):
+        Index.open(cfg2, qwen_full.info)
+    Index.open(cfg, siglip.info).close()  # the right profile still opens
