@@ -164,3 +164,18 @@ def test_text_plus_image_finds_the_item_matching_both(tmp_path: Path) -> None:
     best_single = max(results["text"], results["image"])
     assert results["text+image rrf"] > best_single
     assert max(results["text+image rrf"], results["text+image sum"]) >= 0.8
+
+
+def test_a_reranker_reorders_the_grouped_hits(corpus: Path, data_dir: Path) -> None:
+    seen: list[list[str]] = []
+
+    class Reverse:
+        def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+            seen.append([h.segment.id for h in hits])
+            return list(reversed(hits))
+
+    with Loupe(load_settings(None, data_dir=str(data_dir), profile="fake")) as lp:
+        lp.ingest([corpus])
+        hits = search(lp.index(), lp.profile, Query(text="cranes ferry tickets channel"), k=4, reranker=Reverse())
+    assert len(hits) > 1 and [h.segment.id for h in hits] == seen[0][::-1]
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
