@@ -104,10 +104,12 @@ def load_queries(path: str | os.PathLike[str]) -> list[EvalQuery]:
 
 def check_places(queries: Sequence[EvalQuery], base: Path) -> list[str]:
     """Problems with the places the queries point at: missing files, PDF pages out of range, a paged file
-    without a page or a non-paged file with one. A mistyped target would otherwise score as a silent miss.
+    without a page or a non-paged file with one, time ranges that are reversed or run past the media's end.
+    A mistyped target would otherwise score as a silent miss.
     """
     problems: list[str] = []
     pages: dict[Path, int] = {}
+    durations: dict[Path, float | None] = {}
     for q in queries:
         for i, place in enumerate(q.relevant):
             where = f"query {q.id!r}" + ("" if i == 0 else f" also_relevant[{i - 1}]")
@@ -124,7 +126,29 @@ def check_places(queries: Sequence[EvalQuery], base: Path) -> list[str]:
                     problems.append(f"{where}: {place.file} needs a page in 1..{pages[path]}, got {place.locator!r}")
             elif isinstance(place.locator, int):
                 problems.append(f"{where}: {place.file} has no pages, got page {place.locator}")
+            elif isinstance(place.locator, list):
+                problems.extend(_check_time_range(where, place, path, durations))
     return problems
+
+
+def _check_time_range(where: str, place: Place, path: Path, durations: dict[Path, float | None]) -> list[str]:
+    """A time range must be ordered and lie within the media file (probed once per file, ±0.5 s)."""
+    assert isinstance(place.locator, list)
+    start, end = place.locator
+    if not 0 <= start < end:
+        return [f"{where}: {place.file} time range must satisfy 0 <= start < end, got {place.locator!r}"]
+    if path not in durations:
+        from app.errors import IngestError
+        from ingest.ffmpeg import probe
+
+        try:
+            durations[path] = probe(path).duration_s
+        except IngestError as e:
+            return [f"{where}: {place.file} has a time range but is not a readable audio/video file ({e.reason})"]
+    duration = durations[path]
+    if duration is not None and end > duration + 0.5:
+        return [f"{where}: {place.file} is {duration:.1f} s long, but the time range ends at {end:g} s"]
+    return []
 
 
 def matches(hit: Place, want: Place) -> bool:

@@ -17,9 +17,10 @@ sys.path.insert(0, str(HERE.parent.parent))
 from app.errors import ConfigError  # noqa: E402  (the repository root goes on sys.path first)
 from app.evaluate import check_places, load_queries  # noqa: E402
 
-QUERY_KINDS = {"text", "speech", "image"}
+QUERY_KINDS = {"text", "speech", "image", "audio"}
 TARGET_KINDS = {"pdf_page", "image", "video_moment", "audio", "text"}
-KIND_BY_SUFFIX = {".pdf": "pdf_page", ".png": "image", ".jpg": "image", ".jpeg": "image"}
+KIND_BY_SUFFIX = {".pdf": "pdf_page", ".png": "image", ".jpg": "image", ".jpeg": "image", ".mp4": "video_moment"}
+KIND_BY_SUFFIX |= dict.fromkeys((".ogg", ".opus", ".wav", ".mp3", ".flac", ".m4a"), "audio")
 
 
 def check(path: Path) -> tuple[list[str], Counter[str]]:
