@@ -1634,8 +1634,8 @@ def bench_embed(
     else:
         media = {}
     if media and rows:
-        # Text at the largest batch, per chunk, so the modalities compare on one scale.
-        best = rows[-1]["texts_per_s"]["median"]
+        # Text at its best batch size, per chunk, so the modalities compare on one scale.
+        best = max((r["texts_per_s"]["median"] or 0.0) for r in rows)
         media["text_chunk_s"] = 1.0 / best if best else None
     coverage = embed_coverage(unified)
     for row in coverage:
