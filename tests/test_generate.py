@@ -235,3 +235,21 @@ def test_history_is_trimmed_to_the_most_recent_turns() -> None:
     kept = recent_history(long, token_limit=500)
     assert 0 < len(kept) < 40 and (kept[-1].content or "").startswith("turn 39")
     assert recent_history([]) == []
+
+
+def test_loupe_ask_stream_condenses_a_follow_up_and_cites(corpus: Path, data_dir: Path) -> None:
+    from app.config import load_settings
+    from app.service import Loupe
+
+    with Loupe(load_settings(None, data_dir=str(data_dir), profile="fake")) as lp:
+        lp.ingest([corpus])
+        history = [
+            Turn("user", "How many ship-to-shore cranes does the container terminal have?"),
+            Turn("assistant", "Six [1]."),
+        ]
+        stream = lp.ask_stream("and where are they?", history=history, k=3)
+        text = "".join(stream)
+        answer, hits = lp.ask("How many ship-to-shore cranes does the container terminal have?", k=3)
+    assert "cranes" in stream.standalone_question and "container" in stream.standalone_question
+    assert stream.hits and text == stream.answer.text and stream.answer.mode == "extractive"
+    assert hits[0].segment.source.uri.endswith("report.pdf") and answer.citations[0].hit == hits[0]
