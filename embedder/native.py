@@ -701,7 +701,7 @@ class NativeEmbedder:
         if audio_idx:
             if self.audio is None:
                 raise EmbedError(
-                    f"the native profile has no audio-text model, so it cannot embed audio; its space "
+                    f"the native profile has no audio-text model, so it cannot embed AudioInput (audio); its space "
                     f"({self.space.model}) embeds: {', '.join(sorted(self.space.kinds))}. Set audio_text_model."
                 )
             space_vecs, clap_vecs = self._label_vectors()

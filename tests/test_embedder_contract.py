@@ -233,6 +233,15 @@ class TestNativeUnifiedContract(_NativeContract):
         return unified
 
 
+class TestNativeUnifiedNoAudioContract(_NativeContract):
+    @classmethod
+    def make(cls, folders: dict[str, Path]) -> Embedder:
+        from embedder.native import native_backends
+
+        unified, _ = native_backends(str(folders["clip"]), None)
+        return unified
+
+
 class TestGeminiFakeContract(EmbedderContract):
     @pytest.fixture
     def server_url(self) -> Iterator[str]:
