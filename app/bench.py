@@ -487,6 +487,13 @@ def _child_loupe_ingest(p: Result) -> Result:
         return orig_embed(self, items, role=role)
 
     E5Embedder.embed = recording_embed  # type: ignore[method-assign]
+    timer.wrap(E5Embedder, "embed", "embed_e5")
+    if p.get("media"):  # video/audio rows: time the offline profile's classifiers too (app/bench_media.py)
+        from embedder.audio_labels import SoundClassifier
+        from embedder.image_labels import ImageClassifier
+
+        timer.wrap(ImageClassifier, "run", "embed_image")
+        timer.wrap(SoundClassifier, "run", "embed_sound")
     settings = load_settings(None, data_dir=p["data_dir"], collection="bench", profile=p["profile"])
     lp = Loupe(settings)
     with timer.phase("index_open"):
@@ -523,7 +530,19 @@ def _child_loupe_ingest(p: Result) -> Result:
         "close_s": sec.get("close", 0.0),
     }
     phases["other_s"] = ingest_s - (phases["parse_s"] + load + phases["embed_s"] + phases["upsert_s"])
+    media: Result = {}
+    if p.get("media"):
+        from app.bench_media import media_phases, media_totals
+
+        cpu = os.times()
+        totals = media_totals(report.files)
+        media = {
+            "media": totals,
+            "media_phases": media_phases(phases, sec, totals["ocr_s"]),
+            "cpu_s": cpu.user + cpu.system + cpu.children_user + cpu.children_system,
+        }
     return {
+        **media,
         "wall_in_process_s": t_end - t_start,
         "ingest_s": ingest_s,
         "files": summary["files"],
@@ -691,31 +710,42 @@ def bench_ingest(
     anchor: bool = True,
     child_timeout_s: float = 1800.0,
     on_progress: Callable[[str], None] | None = None,
+    media_minutes: float | None = None,
 ) -> Result:
     """Ingest each corpus ``repeats`` times with Loupe (and the llama-index anchor), one subprocess per run.
 
-    Runs alternate Loupe / anchor so that background load hits both alike. Returns the report dict.
+    Runs alternate Loupe / anchor so that background load hits both alike. Returns the report dict. With
+    ``media_minutes``, a generated video and a generated recording of that length are ingested too (no anchor;
+    app/bench_media.py) and the report gets ``media`` rows: media seconds per second and where the time goes.
     """
     say = on_progress or (lambda _m: None)
     results = []
-    for corpus in corpora:
+    media_dirs: list[Path] = []
+    if media_minutes:
+        from app.bench_media import make_media_corpora
+
+        say(f"generating {media_minutes:g} minutes of video and of audio")
+        media_dirs = list(make_media_corpora(workdir, media_minutes).values())
+    for corpus in [*corpora, *media_dirs]:
+        is_media = corpus in media_dirs
+        anchor_here = anchor and not is_media
         corpus = corpus.absolute()
         runs: dict[str, list[Result]] = {"loupe": [], "llama_index": []}
         for r in range(repeats):
             data_dir = workdir / f"ingest-{corpus.name}-{r}"
             shutil.rmtree(data_dir, ignore_errors=True)
             say(f"ingest {corpus.name}: loupe run {r + 1}/{repeats}")
-            params = {"corpus": str(corpus), "data_dir": str(data_dir), "profile": profile}
+            params = {"corpus": str(corpus), "data_dir": str(data_dir), "profile": profile, "media": is_media}
             res = run_child("loupe-ingest", params, workdir, timeout_s=child_timeout_s)
             res["disk_mb"] = dir_size_mb(data_dir)["allocated"] if data_dir.exists() else None
             runs["loupe"].append(res)
             shutil.rmtree(data_dir, ignore_errors=True)
-            if anchor:
+            if anchor_here:
                 say(f"ingest {corpus.name}: llama-index run {r + 1}/{repeats}")
                 params = {"corpus": str(corpus), "profile": profile}
                 runs["llama_index"].append(run_child("llamaindex-ingest", params, workdir, timeout_s=child_timeout_s))
         entry: Result = {"corpus": str(corpus), "loupe": _ingest_summary(runs["loupe"], "segments")}
-        if anchor:
+        if anchor_here:
             entry["llama_index"] = _ingest_summary(runs["llama_index"], "nodes")
             ratios = [
                 a["process_s"] / b["process_s"]
@@ -733,7 +763,12 @@ def bench_ingest(
             }
         results.append(entry)
     ocr_pages = [r.get("pdf_pages_ocr") or 0 for e in results for r in e["loupe"]["runs"] if "error" not in r]
-    return {"results": results, "coverage": ingest_coverage(corpora, max(ocr_pages, default=0))}
+    out = {"results": results, "coverage": ingest_coverage([*corpora, *media_dirs], max(ocr_pages, default=0))}
+    if media_dirs:
+        from app.bench_media import media_rows
+
+        out["media"] = media_rows([e for e in results if Path(e["corpus"]) in {d.absolute() for d in media_dirs}])
+    return out
 
 
 def _ingest_summary(runs: list[Result], unit_key: str) -> Result:
@@ -832,6 +867,10 @@ def format_ingest(report: Result) -> str:
                 f"{Path(entry['corpus']).name}: wall loupe / llama-index = {_range(ratio['wall_s'])} "
                 f"(in-process {_range(ratio['wall_in_process_s'])})"
             )
+    if report.get("media"):
+        from app.bench_media import format_media
+
+        out.append(format_media(report["media"]))
     out.append(
         format_table(report["coverage"], [("input", "input", "{}"), ("status", "status", "{}"), ("note", "note", "{}")])
     )
@@ -1948,6 +1987,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_common(b, "ingest")
     b.add_argument("--corpus", type=Path, nargs="+", default=[DEFAULT_CORPUS], help="corpus folders (default sample/)")
     b.add_argument("--no-anchor", action="store_true", help="skip the llama-index anchor")
+    b.add_argument(
+        "--media-minutes",
+        type=float,
+        help="also ingest a generated 720p video and a recording this long (video/audio rates, where time goes)",
+    )
 
     b = bsub.add_parser(
         "query",
@@ -2030,6 +2074,7 @@ def run(args: argparse.Namespace) -> int:
                 anchor=not args.no_anchor,
                 child_timeout_s=args.child_timeout,
                 on_progress=_progress,
+                media_minutes=args.media_minutes,
             )
             table = format_ingest(body)
         elif cmd in ("query", "scale"):
