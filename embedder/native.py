@@ -48,6 +48,7 @@ from embedder.base import (
     Role,
     TextInput,
     VideoInput,
+    input_kind,
     l2_normalize,
     length_sorted_batches,
 )
@@ -307,7 +308,7 @@ class _TorchBackend:
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Embed a mixed batch: grouped by kind, each kind length-sorted in batches; rows in input order."""
         for item in items:
-            if _kind(item) not in self.kinds:
+            if input_kind(item) not in self.kinds:
                 raise self._refuse(item)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
@@ -316,7 +317,7 @@ class _TorchBackend:
 
         groups: dict[InputKind, list[int]] = {}
         for i, item in enumerate(items):
-            groups.setdefault(_kind(item), []).append(i)
+            groups.setdefault(input_kind(item), []).append(i)
         with torch.inference_mode():
             for kind, idx in groups.items():
                 batch = [items[i] for i in idx]
@@ -332,16 +333,6 @@ class _TorchBackend:
         for idx in length_sorted_batches(items, self.batch_size, key=key):
             out[idx] = run([items[i] for i in idx])
         return out
-
-
-def _kind(item: EmbedInput) -> InputKind:
-    if isinstance(item, TextInput):
-        return "text"
-    if isinstance(item, ImageInput):
-        return "image"
-    if isinstance(item, VideoInput):
-        return "video"
-    return "audio"
 
 
 def _load_image(path: str) -> Any:

@@ -165,13 +165,7 @@ def tiny_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("transformers")
     from tests import tiny_models
 
-    root = tmp_path_factory.mktemp("contract-tiny")
-    return {
-        "siglip": tiny_models.build_siglip(root / "siglip"),
-        "clip": tiny_models.build_clip(root / "clip"),
-        "clap": tiny_models.build_clap(root / "clap"),
-        "qwen3vl": tiny_models.build_qwen3_vl(root / "qwen3vl"),
-    }
+    return tiny_models.build_all(tmp_path_factory.mktemp("contract-tiny"))
 
 
 class _NativeContract(EmbedderContract):

@@ -30,13 +30,7 @@ from tests import tiny_models
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One folder per architecture, built once per session."""
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {
-        "siglip": tiny_models.build_siglip(root / "siglip"),
-        "clip": tiny_models.build_clip(root / "clip"),
-        "clap": tiny_models.build_clap(root / "clap"),
-        "qwen3vl": tiny_models.build_qwen3_vl(root / "qwen3vl"),
-    }
+    return tiny_models.build_all(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="session")

@@ -136,3 +136,13 @@ def build_qwen3_vl(folder: Path) -> Path:
         patch_size=8, merge_size=2, temporal_patch_size=2, size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64}
     ).save_pretrained(folder)
     return folder
+
+
+def build_all(root: Path) -> dict[str, Path]:
+    """Every tiny architecture in its own folder under ``root`` (keys: siglip, clip, clap, qwen3vl)."""
+    return {
+        "siglip": build_siglip(root / "siglip"),
+        "clip": build_clip(root / "clip"),
+        "clap": build_clap(root / "clap"),
+        "qwen3vl": build_qwen3_vl(root / "qwen3vl"),
+    }
