@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 
-.PHONY: install system-deps lint test test-all demo sample clean
+.PHONY: install system-deps lint test test-all demo sample screenshots clean
 
 # ffmpeg (video/audio decoding), espeak-ng (speech for tests) and chromium (the UI's browser tests, driven by
 # playwright) from Debian when we may install them; without them Loupe falls back to the static ffmpeg inside the
@@ -57,6 +57,10 @@ test-all: install
 
 sample: install
 	$(PY) tools/make_sample.py sample
+
+# The UI screenshots in docs/screenshots/ (offline profile, sample corpus, headless chromium).
+screenshots: install
+	$(PY) tools/screenshots.py --data-dir $(DEMO_DATA) --collection demo --out docs/screenshots
 
 demo: install
 	$(VENV)/bin/loupe ingest sample --data-dir $(DEMO_DATA) --collection demo

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -366,7 +365,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "minimal",
     ]
     print(f"Loupe UI on http://{args.host}:{args.port}  (collection {settings.collection!r}, data {settings.data_dir})")
-    return subprocess.call(cmd, env=env)
+    sys.stdout.flush()
+    # Become the Streamlit server rather than wait on it: stopping `loupe ui` then stops the server too.
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 COMMANDS = {

@@ -115,6 +115,7 @@ def test_text_search_shows_the_page_with_its_box(page: Any, shots: Path) -> None
 def test_image_upload_finds_the_picture(page: Any, shots: Path, corpus: dict[str, Path]) -> None:
     search_text(page, "")
     upload(page, "Search by image", corpus["image"])
+    page.get_by_text("results for image").wait_for()
     text = main_text(page)
     assert "results for" in text
     assert "harbour_map.png" in text.split("2.")[0]
@@ -124,6 +125,7 @@ def test_image_upload_finds_the_picture(page: Any, shots: Path, corpus: dict[str
 
 def test_wav_upload_is_a_voice_query(page: Any, corpus: dict[str, Path]) -> None:
     upload(page, "upload a recording", corpus["wav"])
+    page.get_by_text("results for recording").wait_for()
     text = main_text(page)
     assert "results for recording" in text
     assert "Something went wrong" not in text and "Traceback" not in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,8 @@ CHROMIUM_FLAGS = [
 ROOT = Path(__file__).resolve().parent.parent
 # Streamlit answers its health check within ~2 s on an idle machine (stack-notes); a busy 2-core CI box is slower.
 START_TIMEOUT_S = 60.0
+# Streamlit took ~15 s to stop on SIGTERM on the busy CI machine; then it is killed.
+STOP_TIMEOUT_S = 20.0
 # Waiting for a result: the first query loads the embedder (seconds for the offline profile).
 WAIT_MS = 120_000
 MAIN = '[data-testid="stMainBlockContainer"]'
@@ -65,7 +68,10 @@ def running_ui(data_dir: Path, collection: str, profile: str, env: dict[str, str
     full_env = {**os.environ, **(env or {})}
     log = data_dir / f"ui-{port}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        # Own process group: whatever the server starts is stopped with it.
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -85,11 +91,13 @@ def running_ui(data_dir: Path, collection: str, profile: str, env: dict[str, str
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
@@ -119,7 +127,7 @@ def idle(page: Any) -> None:
         """() => {
             const status = document.querySelector('[data-testid="stStatusWidget"]');
             if (status && status.innerText.includes('Running')) return false;
-            if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+            if (document.querySelector('[data-testid="stSkeleton"], [data-testid="stSpinner"]')) return false;
             return Array.from(document.querySelectorAll('img')).every(i => i.complete);
         }""",
         timeout=WAIT_MS,
@@ -146,6 +154,7 @@ def upload(page: Any, label: str, path: Path) -> None:
     """Put a file into the file uploader whose label is ``label``."""
     widget = page.locator('[data-testid="stFileUploader"]', has_text=label).first
     widget.locator('input[type="file"]').set_input_files(str(path))
+    widget.locator('[data-testid="stFileChip"]').first.wait_for()  # uploaded; the rerun starts after this
     idle(page)
 
 
@@ -178,6 +187,12 @@ def ask(page: Any, question: str) -> None:
     box.fill(question)
     box.press("Enter")
     idle(page)
+
+
+def scroll_to(page: Any, locator: Any) -> None:
+    """Scroll the main area so that ``locator`` is at the top of the window."""
+    locator.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
 
 
 def main_text(page: Any) -> str:

@@ -288,8 +288,8 @@ def crop_around(image: PILImage, box: tuple[int, int, int, int], margin: float =
     return image.crop((0, top, w, bottom))
 
 
-def show_preview(hit: Hit, query: str | None) -> None:
-    """The hit's preview: page with box, video at the moment, audio player, image, or the text snippet."""
+def show_preview(hit: Hit) -> None:
+    """The hit's preview: page band with the box, video at the moment, audio player or image (text: nothing)."""
     seg = hit.segment
     media = seg.media
     loc = seg.locator
@@ -315,12 +315,13 @@ def show_preview(hit: Hit, query: str | None) -> None:
         st.image(media.path)
     elif seg.modality == "image" and Path(seg.source.uri).is_file():
         st.image(seg.source.uri)
-    if seg.text:
-        st.markdown(emphasise(snippet(seg.text), query))
 
 
-def hit_card(hit: Hit, query: str | None, key: str) -> None:
-    """One result: rank, file, place, modality, score, preview, path and an "Open source" button."""
+def hit_card(hit: Hit, query: str | None, key: str, *, wide: bool = False) -> None:
+    """One result: rank, file, place, kind, score, preview, snippet, path and an "Open source" button.
+
+    ``wide`` puts the preview beside the text (for full-width places such as citations) instead of above it.
+    """
     seg = hit.segment
     with st.container(border=True):
         head = [f"**{hit.rank}.** {md_escape(Path(seg.source.uri).name)}"]
@@ -329,9 +330,14 @@ def hit_card(hit: Hit, query: str | None, key: str) -> None:
             head.append(place)
         head += [f"`{MODALITY_LABELS.get(seg.modality, seg.modality)}`", f"score {hit.score:.4f}"]
         st.markdown(" · ".join(head))
-        show_preview(hit, query)
-        st.caption(md_escape(seg.source.uri))
-        _open_source(seg.source.uri, key=f"open-{key}")
+        left, right = st.columns([2, 3]) if wide else (st.container(), st.container())
+        with left:
+            show_preview(hit)
+        with right:
+            if seg.text:
+                st.markdown(emphasise(snippet(seg.text), query))
+            st.caption(md_escape(seg.source.uri))
+            _open_source(seg.source.uri, key=f"open-{key}")
 
 
 def hit_grid(hits: list[Hit], query: str | None, key: str, columns: int = 2) -> None:

@@ -34,7 +34,7 @@ def show_citations(answer: Answer, key: str) -> None:
         place = where(c.hit)
         label = f"[{c.n}] {Path(c.hit.segment.source.uri).name}" + (f" · {place}" if place else "")
         with st.expander(label, expanded=i == 0):
-            hit_card(c.hit, None, key=f"{key}-cite-{c.n}")
+            hit_card(c.hit, None, key=f"{key}-cite-{c.n}", wide=True)
 
 
 def show_answer(answer: Answer, key: str) -> None:

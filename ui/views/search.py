@@ -90,7 +90,7 @@ def render() -> None:
             )
             return
         label = f"“{md_escape(query.strip())}”" if query.strip() else " + ".join(parts)
-        st.caption(f"{len(hits)} results for {label}")
+        st.caption(f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {label}")
         hit_grid(hits, query, key="search", columns=3)
 
 
