@@ -15,7 +15,6 @@ from app.pipeline import FileReport, IngestReport
 from app.service import Loupe
 from tests.hostile.make_hostile import Item, counts, make_corpus
 
-
 # The default run ingests every kind of hostile file (two of each); the slow run the full corpus (>= 200 bad).
 FULL = [pytest.param(None, marks=pytest.mark.slow, id="full"), pytest.param(2, id="two-per-kind")]
 
@@ -83,7 +82,7 @@ def test_bad_files_fail_with_a_reason_and_good_files_are_indexed(
 
 
 def test_hostile_collection_is_searchable(hostile: tuple[dict[str, Item], IngestReport, Path]) -> None:
-    items, report, corpus = hostile
+    items, _report, corpus = hostile
     with Loupe(load_settings(data_dir=corpus.parent / "data", profile="fake")) as lp:
         stats = lp.stats()
         hits = lp.search("ferry timetable last crossing", k=5)
