@@ -310,3 +310,32 @@ def test_collection_refuses_another_native_model_or_size(tiny: dict[str, Path], 
     with pytest.raises(ProfileMismatchError):
         Index.open(cfg2, qwen_full.info)
     Index.open(cfg, siglip.info).close()  # the right profile still opens
+
+
+def test_end_to_end_ingest_and_search_with_the_native_profile(
+    tiny: dict[str, Path], pictures: list[str], tmp_path: Path
+) -> None:
+    """Loupe with the native profile (tiny models) ingests text, an image and a sound, fills ``audio`` only for
+    the sound, and answers text, image and audio queries from the one collection."""
+    import shutil
+
+    from app.service import Loupe
+    from tests.media_fixtures import tone, write_wav
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "seals.md").write_text("# Seals\n\nGrey seals rest on the sandbank near the breakwater.\n")
+    shutil.copy(pictures[1], corpus / "green.png")
+    write_wav(corpus / "tone.wav", tone(3.0))
+    opts = {"image_text_model": str(tiny["siglip"]), "audio_text_model": str(tiny["clap"]), "audio_labels": ["rain"]}
+    settings = load_settings(data_dir=tmp_path / "data", profile="native", profile_options=opts)
+    with Loupe(settings) as lp:
+        report = lp.ingest([corpus])
+        assert not report.has_failures
+        stats = lp.stats()
+        assert stats["profile"]["name"] == "native" and set(stats["profile"]["dims"]) == {"unified", "audio"}
+        mods = set(stats["per_modality"])
+        assert {"image"} <= mods and mods & {"audio_clip", "speech_clip"}
+        assert lp.search("grey seals")
+        assert lp.search(image=str(corpus / "green.png"))[0].segment.source.uri.endswith("green.png")
+        assert lp.search(audio=str(corpus / "tone.wav"))
