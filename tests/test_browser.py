@@ -1,9 +1,10 @@
 """End to end in a real browser: ``loupe ui`` on a small generated corpus, driven in headless Debian Chromium.
 
-Searches by text, by an uploaded picture and by an uploaded WAV recording, opens a page hit and a video hit, asks a
-question and opens a citation; asserts on the DOM. Screenshots land in the test's tmp folder (kept by pytest) and,
-when ``LOUPE_SCREENSHOTS`` names a folder, are copied there too. The fake profile keeps it fast; the offline
-profile's screenshots for the docs come from tools/screenshots.py.
+Searches by text, by an uploaded picture, by an uploaded WAV and by a microphone recording (Chromium's fake capture
+device playing a WAV), opens a page hit and a video hit, asks a question and opens a citation; asserts on the DOM.
+Screenshots land in the test's tmp folder (kept by pytest) and, when ``LOUPE_SCREENSHOTS`` names a folder, are
+copied there too. The fake profile keeps it fast; the offline profile's screenshots for the docs come from
+tools/screenshots.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.ui_browser import (
     main_text,
     only_kinds,
     open_page,
+    record,
     running_ui,
     search_text,
     shot,
@@ -76,7 +78,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def page(corpus: dict[str, Path]) -> Iterator[Any]:
     """The UI on the corpus, open in Chromium."""
     env = {"LOUPE_GENERATOR": "extractive"}
-    with running_ui(corpus["data"], "e2e", "fake", env=env) as url, browser_page() as pg:
+    with running_ui(corpus["data"], "e2e", "fake", env=env) as url, browser_page(microphone=corpus["wav"]) as pg:
         pg.goto(url)
         pg.get_by_placeholder("words, a phrase or a question", exact=False).wait_for()
         idle(pg)
@@ -142,6 +144,15 @@ def test_video_hit_plays_from_the_moment(page: Any, shots: Path) -> None:
     assert any(v["ready"] >= 1 for v in found)  # the browser loaded the media: it can play it
     shot(page, shots / "e2e-video-hit.png")
     only_kinds(page)
+
+
+def test_microphone_recording_is_a_voice_query(page: Any, shots: Path) -> None:
+    """st.audio_input with Chromium's fake microphone playing the WAV: record, stop, the recording is the query."""
+    search_text(page, "")
+    record(page, 2.0)
+    page.get_by_text("results for recording").wait_for()
+    assert "score" in main_text(page)
+    shot(page, shots / "e2e-microphone.png")
 
 
 def test_chat_answer_cites_and_opens_the_passage(page: Any, shots: Path) -> None:

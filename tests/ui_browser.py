@@ -102,15 +102,25 @@ def running_ui(data_dir: Path, collection: str, profile: str, env: dict[str, str
 
 
 @contextlib.contextmanager
-def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
-    """A Playwright page in headless Debian Chromium."""
+def browser_page(width: int = 1400, height: int = 1000, *, microphone: Path | None = None) -> Iterator[Any]:
+    """A Playwright page in headless Debian Chromium; with ``microphone``, that WAV file is the microphone."""
     from playwright.sync_api import sync_playwright
 
     exe = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    flags = list(CHROMIUM_FLAGS)
+    if microphone is not None:
+        # Chromium's fake capture device plays the file as the microphone; the fake UI grants the permission.
+        flags += [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}",
+        ]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS, headless=True)
+        browser = p.chromium.launch(executable_path=exe, args=flags, headless=True)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
+            if microphone is not None:
+                page.context.grant_permissions(["microphone"])
             page.set_default_timeout(WAIT_MS)
             yield page
         finally:
@@ -164,6 +174,15 @@ def clear_uploads(page: Any) -> None:
     while buttons.count():
         buttons.first.click()
         idle(page)
+
+
+def record(page: Any, seconds: float = 2.0) -> None:
+    """Record from the microphone with the "Search by voice" widget for ``seconds``."""
+    widget = page.locator('[data-testid="stAudioInput"]').first
+    widget.get_by_role("button", name="Record").click()
+    page.wait_for_timeout(int(seconds * 1000))
+    widget.get_by_role("button", name="Stop recording").click()
+    idle(page)
 
 
 def only_kinds(page: Any, *kinds: str) -> None:
