@@ -49,7 +49,7 @@ SYSTEM_PROMPT = (
 # (multilingual-e5 chunks are ~1,000 characters by default, see Settings.chunk_chars).
 MAX_PASSAGE_CHARS = 1200
 
-Flag = Literal["uncited", "invalid_citations", "leak", "fallback", "no_hits"]
+Flag = Literal["uncited", "invalid_citations", "unsupported_citations", "leak", "fallback", "no_hits"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Answer:
     """An answer, its citations, and how it was made.
 
     ``flags``: ``uncited`` (a generated answer citing no hit), ``invalid_citations`` (out-of-range [n] were
+    stripped), ``unsupported_citations`` ([n] after a sentence that shares almost no words with passage n were
     stripped), ``leak`` (the generator repeated its instructions; withheld), ``fallback`` (the generator failed;
     extractive instead), ``no_hits`` (nothing matched).
     """
@@ -194,11 +195,13 @@ def build_messages(
     pictures: list[Path] = []
     for n, hit in enumerate(hits, start=1):
         attach = hit_image(hit) if images else None
-        note = f' picture="{len(pictures) + 1}"' if attach else ""
+        note = f" (picture {len(pictures) + 1})" if attach else ""
         if attach:
             pictures.append(attach)
         body = quote_data(hit.segment.text or "(no text; see the picture)")
-        parts += [f'<passage n="{n}" source="{quote_data(where(hit), 200)}"{note}>', body, "</passage>", ""]
+        # "[n]" heads each passage in the form the answer must cite it: small models copy what they see
+        # (with n="1" attributes, SmolLM2 answered 'passage n="1"' instead of citing).
+        parts += [f"[{n}] {quote_data(where(hit), 200)}{note}", "<passage>", body, "</passage>", ""]
     parts += [
         f"<question>{quote_data(question, 2000)}</question>",
         "",
@@ -216,15 +219,17 @@ def build_messages(
 # -- checking an answer ------------------------------------------------------------------------------------------
 _CITE_GROUP = re.compile(r"\[\s*(\d+(?:\s*(?:,|;|-|–|and)\s*\d+)*)\s*\]")
 _CITE = re.compile(r"\[(\d+)\]")
+# "passage 3", 'passage n="3"': how small models refer to a passage instead of citing it.
+_PASSAGE_REF = re.compile(r"\bpassage\s*(?:n\s*=\s*)?[\"“]?(\d+)[\"”]?", re.IGNORECASE)
 # A range wider than this is not a citation (e.g. "[1-100]" in a quoted formula).
 _MAX_RANGE = 10
 
 
 def normalise_citations(text: str) -> str:
-    """``[1, 2]``, ``[1;2]``, ``[1-3]`` and ``[1 and 2]`` become ``[1][2]``, ``[1][2][3]``, …
+    """``[1, 2]``, ``[1;2]``, ``[1-3]``, ``[1 and 2]`` and ``passage 1`` become ``[1][2]``, ``[1][2][3]``, ``[1]`` …
 
-    >>> normalise_citations("see [1, 3] and [2-4]")
-    'see [1][3] and [2][3][4]'
+    >>> normalise_citations('see [1, 3] and [2-4]; passage n="5"')
+    'see [1][3] and [2][3][4]; [5]'
     """
 
     def expand(m: re.Match[str]) -> str:
@@ -239,6 +244,7 @@ def normalise_citations(text: str) -> str:
                 return m.group(0)
         return "".join(f"[{n}]" for n in out)
 
+    text = _PASSAGE_REF.sub(lambda m: f"[{m.group(1)}]", text)
     return _CITE_GROUP.sub(expand, text)
 
 
@@ -295,6 +301,50 @@ def leaks_instructions(text: str) -> bool:
     return bool(_shingles(text, _LEAK_NGRAM) & _RULE_SHINGLES)
 
 
+# A citation stands when at least this share of its sentence's content words occur in the cited passage. Set by
+# reading SmolLM2-135M answers while writing the prompt (docs/notes/rag.md): it tends to cite every passage it
+# was shown; there its wrong citations shared 0-11% of their sentence's words with the passage, right ones 78%.
+MIN_SUPPORT = 0.3
+_GENERIC = frozenset("passage passages states say says said according mentioned mentions shows source see also".split())
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def support(sentence: str, passage: str) -> float:
+    """Share of a sentence's content words (citations and generic words left out) that occur in a passage."""
+    words = _terms(_CITE.sub(" ", sentence)) - _GENERIC
+    if not words:
+        return 1.0  # nothing to check ("See [2].")
+    return len(words & _terms(passage)) / len(words)
+
+
+def verify_citations(text: str, hits: Sequence[Hit], min_support: float = MIN_SUPPORT) -> tuple[str, list[int]]:
+    """Strip each [n] whose sentence finds too little support in passage n; returns (text, stripped numbers).
+
+    >>> from app.types import Hit, Segment, SourceRef
+    >>> src = SourceRef("/f", "0", "text/plain", "f", 1, 0.0)
+    >>> hits = [Hit(Segment("a", src, "text", None, "The dvips driver defines 68 colour names."), 1.0)]
+    >>> hits.append(Hit(Segment("b", src, "text", None, "Rotation of boxes."), 1.0))
+    >>> verify_citations("The driver defines 68 names [1][2].", hits)
+    ('The driver defines 68 names [1].', [2])
+    """
+    dropped: list[int] = []
+
+    def check_sentence(sentence: str) -> str:
+        def keep(m: re.Match[str]) -> str:
+            n = int(m.group(1))
+            if 1 <= n <= len(hits) and support(sentence, hits[n - 1].segment.text or "") < min_support:
+                dropped.append(n)
+                return ""
+            return m.group(0)
+
+        return _CITE.sub(keep, sentence)
+
+    parts = _SENTENCE_END.split(text)
+    out = " ".join(check_sentence(p) for p in parts) if len(parts) > 1 else check_sentence(text)
+    out = re.sub(r"[ \t]+([.,;:!?])", r"\1", out) if dropped else out
+    return out, sorted(set(dropped))
+
+
 def finish_answer(text: str, hits: Sequence[Hit], *, question: str, model: str) -> Answer:
     """Check a generated answer and make it an :class:`Answer`: citations resolved, problems flagged.
 
@@ -304,10 +354,13 @@ def finish_answer(text: str, hits: Sequence[Hit], *, question: str, model: str) 
         label = f"The generator ({model}) repeated its instructions, so its answer was withheld; best passages shown."
         ans = extractive_answer(question, hits, label=label)
         return Answer(ans.text, ans.citations, "extractive", label, ("leak",), model)
-    check = check_citations(text, len(hits))
+    verified, unsupported = verify_citations(normalise_citations(text), hits)
+    check = check_citations(verified, len(hits))
     flags: list[Flag] = []
     if check.invalid:
         flags.append("invalid_citations")
+    if unsupported:
+        flags.append("unsupported_citations")
     no_answer = NO_ANSWER.lower().rstrip(".") in check.text.lower()
     if check.uncited and not no_answer:
         flags.append("uncited")
@@ -318,6 +371,8 @@ def finish_answer(text: str, hits: Sequence[Hit], *, question: str, model: str) 
         label = f"Generated by {model} from the passages cited [n]."
     if check.invalid:
         label += f" Citations to missing passages were removed: {', '.join(f'[{n}]' for n in check.invalid)}."
+    if unsupported:
+        label += f" Citations the passages do not support were removed: {', '.join(f'[{n}]' for n in unsupported)}."
     return Answer(check.text, cites, "generated", label, tuple(flags), model)
 
 
