@@ -44,15 +44,19 @@ def allowed_folder(roots: list[Path], root: Path, sub: str) -> Path | None:
 
 
 def run_ingest(lp: Loupe, paths: list[Path], *, rebuild: bool = False) -> IngestReport | None:
-    """Ingest (or rebuild) with an overall progress bar and a line per file as it starts."""
+    """Ingest (or rebuild) with an overall progress bar and a line per file: reading now, or read."""
     bar = st.progress(0.0, text="Starting…")
     lines: list[str] = []
     log = st.empty()
     t0 = time.perf_counter()
 
     def on_file(i: int, n: int, path: str) -> None:
+        # The pipeline reports each file as it starts; the one before has then been read (its embedding may be
+        # batched with the next files, so "read", not "done").
         bar.progress(i / max(n, 1), text=f"File {i + 1} of {n}: {Path(path).name}")
-        lines.append(f"{i + 1}. {md_escape(Path(path).name)}")
+        if lines:
+            lines[-1] = lines[-1].replace(":material/hourglass_top:", ":material/check:")
+        lines.append(f":material/hourglass_top: {md_escape(Path(path).name)}")
         log.markdown("  \n".join(lines[-8:]))
 
     report: IngestReport | None = None
