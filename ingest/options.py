@@ -59,8 +59,8 @@ class IngestOptions(BaseModel):
     video_jpeg_quality: int = Field(default=85, ge=30, le=95)
     # Text in the picture (titles, captions, slides, signs) read by OCR onto the frame and window segments.
     # "on": OCR every frame whose picture changed since the last OCR'd frame (unchanged frames reuse its text);
-    # "auto": the same, but after a frame without text the next OCR waits 2, 4, ... up to video_ocr_max_gap_s
-    # seconds (reset when text is found), and at most video_ocr_per_min OCRs per minute of video (+3 at the
+    # "auto": the same, but after a read without new text the next OCR waits 2, 4, ... up to video_ocr_max_gap_s
+    # seconds (reset when new text is found), and at most video_ocr_per_min OCRs per minute of video (+3 at the
     # start) are made, so a burned-in clock or moving footage cannot make OCR the cost of ingest; "off": never.
     video_ocr: Literal["auto", "on", "off"] = "auto"
     # OCR reads a larger copy of the frame, fit into this square: 224 px is too small for captions. RapidOCR's

@@ -96,9 +96,10 @@ class FrameTexts:
 
     A frame whose signature is within ``change`` of the last OCR'd frame's reuses that frame's text; a changed
     frame is OCR'd ("on"), or, in "auto", OCR'd once the wait since the last OCR has passed and the budget
-    allows: the wait doubles after each OCR that found no text (up to ``max_gap``) and is one frame again after
-    one that found some; the budget is ``per_min`` OCRs per minute of video plus :data:`OCR_BURST` (counted in
-    calls, not seconds, so the same file always gets the same text). A changed frame that is not OCR'd gets no
+    allows: the wait doubles after each OCR that found no text or the same text as before (the picture moved,
+    the text did not; up to ``max_gap``) and is one frame again after one that found new text; the budget is
+    ``per_min`` OCRs per minute of video plus :data:`OCR_BURST` (counted in calls, not seconds, so the same file
+    always gets the same text). A changed frame that is not OCR'd gets no
     text (None: unknown), never a stale one.
 
     >>> texts = FrameTexts(engine, mode="on")  # doctest: +SKIP
@@ -144,8 +145,10 @@ class FrameTexts:
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         text = "\n".join(ln.text.strip() for ln in lines if ln.score >= self.min_score and ln.text.strip()) or None
+        # New text: read the next change at once. No text, or the same text again (the change was motion, not
+        # text): wait twice as long before the next read.
+        self._gap = 1 if text and text != self._text else min(self._gap * 2, self.max_gap)
         self._sig, self._text, self._last_t = sig, text, t
-        self._gap = 1 if text else min(self._gap * 2, self.max_gap)
         return text
 
 

@@ -234,10 +234,20 @@ def test_auto_backs_off_while_frames_have_no_text_and_never_reuses_stale_text() 
 
 def test_auto_keeps_to_its_budget_of_ocr_per_minute() -> None:
     """A burned-in clock changes every frame and always has text: auto reads 3 at once, then 6 per minute."""
-    eng = CountingOcr(["12:00:00"])
+    clock = [f"12:00:{s:02d}" for s in range(60)]
+    eng = CountingOcr(clock)
     texts = FrameTexts(eng, mode="auto", change=8.0, per_min=6.0)
     got = [texts.text_for(t, sig(float(t % 20) * 10), no_image) for t in range(60)]
-    assert eng.calls == 8 and got[:3] == ["12:00:00"] * 3 and got[3] is None and got[10] == "12:00:00"
+    assert eng.calls == 8 and got[:3] == clock[:3] and got[3] is None and got[10] == clock[3]
+
+
+def test_auto_reads_moving_footage_with_a_fixed_caption_less_often() -> None:
+    """The picture moves every frame but the caption stays: each read finds the same text, so the wait doubles."""
+    eng = CountingOcr(["HARBOUR LIVE"])
+    texts = FrameTexts(eng, mode="auto", change=8.0, max_gap=8, per_min=60)
+    got = [texts.text_for(t, sig(10.0 * t), no_image) for t in range(24)]
+    # Reads at 0, 1, 3, 7, 15, 23; frames in between moved and were not read: no text, never a stale one.
+    assert eng.calls == 6 and got[0] == got[15] == "HARBOUR LIVE" and got[2] is None
 
 
 def test_low_confidence_lines_are_dropped_and_engine_failures_are_reported() -> None:
