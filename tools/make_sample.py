@@ -302,7 +302,7 @@ def _write_docx(path: Path) -> None:
         "of each quarter earn their authors a voucher for the staff canteen."
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    d.save(path)
+    d.save(str(path))
     _normalise_zip(path)
 
 
@@ -368,7 +368,7 @@ def _write_pptx(path: Path) -> None:
         for para in frame.paragraphs:
             para.font.size = PptPt(24)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prs.save(path)
+    prs.save(str(path))
     _normalise_zip(path)
 
 
@@ -679,7 +679,7 @@ def _bell(seconds: float, rate: int = AUDIO_RATE) -> np.ndarray:
     partials = [(523.0, 1.0), (1046.0 * 1.19, 0.6), (1567.0 * 1.02, 0.4), (2093.0 * 1.31, 0.25)]
     for start in (0.0, seconds / 3, 2 * seconds / 3):
         t = np.arange(n - int(start * rate)) / rate
-        strike = sum(a * np.sin(2 * np.pi * f * t) * np.exp(-t * (2.5 + f / 900)) for f, a in partials)
+        strike = np.sum([a * np.sin(2 * np.pi * f * t) * np.exp(-t * (2.5 + f / 900)) for f, a in partials], axis=0)
         out[int(start * rate) :] += 0.3 * strike.astype(np.float32)
     return out
 
