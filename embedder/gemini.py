@@ -99,6 +99,8 @@ class GeminiEmbedder:
 
     name = "gemini"
     kinds: frozenset[InputKind] = frozenset({"text", "image", "audio", "video"})
+    # PDF pages go in as the rendered page image with the page's text (one interleaved content).
+    embeds_pages = True
 
     def __init__(
         self,

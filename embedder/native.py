@@ -506,6 +506,8 @@ class Qwen3VLEmbedder(_TorchBackend):
     name = "qwen3-vl-embedding"
     kinds: frozenset[InputKind] = frozenset({"text", "image", "video"})
     matryoshka = True
+    # Trained on visual documents (its model card reports ViDoRe/VisRAG): PDF pages go in as page images.
+    embeds_pages = True
     # The Qwen chat format (ChatML with vision markers), as Qwen3-VL's chat template renders one system and
     # one user turn followed by the generation prompt.
     PROMPT = (
@@ -640,6 +642,11 @@ class NativeEmbedder:
         self._label_space: np.ndarray | None = None
         self._label_clap: np.ndarray | None = None
         self._lock = threading.Lock()
+
+    @property
+    def embeds_pages(self) -> bool:
+        """PDF pages go in as page images when the space is document-capable (Qwen3-VL-Embedding)."""
+        return bool(getattr(self.space, "embeds_pages", False))
 
     @property
     def dim(self) -> int:

@@ -129,6 +129,9 @@ class EmbeddingProfile:
         if seg.modality in ("audio_clip", "speech_clip") and "audio" in kinds and media is not None:
             samples = load_clip(media.path)
             return AudioInput(samples, CLIP_RATE, speech=seg.modality == "speech_clip")
+        if seg.modality == "page" and media is not None and "image" in kinds and _embeds_pages(self.unified):
+            # Document-capable backends (Qwen3-VL-Embedding, Gemini) see the rendered page with its text.
+            return ImageInput(media.path, text or None)
         if not text:
             return None
         title = seg.source.title.strip()
@@ -179,6 +182,11 @@ class EmbeddingProfile:
                 if kind in emb.kinds:
                     out.append(QueryVector(kind, name, emb.embed([item], role="query")[0]))
         return out
+
+
+def _embeds_pages(emb: Embedder) -> bool:
+    """Whether a backend embeds PDF pages as page images (``embeds_pages``); others take the page's text."""
+    return bool(getattr(emb, "embeds_pages", False))
 
 
 def _passage_kinds(emb: Embedder) -> frozenset[InputKind]:

@@ -339,3 +339,18 @@ def test_end_to_end_ingest_and_search_with_the_native_profile(
         assert lp.search("grey seals")
         assert lp.search(image=str(corpus / "green.png"))[0].segment.source.uri.endswith("green.png")
         assert lp.search(audio=str(corpus / "tone.wav"))
+
+
+def test_pages_enter_as_page_images_only_for_document_capable_spaces(
+    tiny: dict[str, Path], pictures: list[str]
+) -> None:
+    from app.types import MediaRef, PageLoc, Segment, SourceRef
+
+    src = SourceRef("/docs/a.pdf", "1" * 64, "application/pdf", "a", 1, 0.0)
+    page = Segment("p1", src, "page", PageLoc(1), "page one text", MediaRef(pictures[0], "image"))
+    qwen = create_profile("native", one_space_model=str(tiny["qwen3vl"]), audio_text_model=None)
+    assert qwen.segment_input(page) == ImageInput(pictures[0], "page one text")
+    siglip = create_profile("native", image_text_model=str(tiny["siglip"]), audio_text_model=None)
+    assert siglip.segment_input(page) == TextInput("page one text")  # CLIP-like text towers read 64-77 tokens
+    vecs = qwen.embed_segments([page])
+    assert vecs[0] is not None and vecs[0]["unified"].shape == (32,)
