@@ -312,9 +312,27 @@ class ServerState:
         root = self.settings.data_dir
         return root if tenant == DEFAULT_TENANT else root / "tenants" / tenant
 
+    def physical(self, tenant: str, collection: str) -> str:
+        """The collection's name in the engine. A Qdrant server is shared by every tenant, so other tenants'
+        collections are prefixed ``<tenant>.`` there ('.' never occurs in a public name); embedded collections
+        are already apart in the tenants' folders."""
+        if tenant == DEFAULT_TENANT or not self.settings.qdrant_url:
+            return collection
+        return f"{tenant}.{collection}"
+
+    def public_names(self, tenant: str, physical: list[str]) -> set[str]:
+        """The tenant's public collection names among the engine's collection names."""
+        if not self.settings.qdrant_url:
+            return set(physical)
+        if tenant == DEFAULT_TENANT:
+            return {n for n in physical if "." not in n}
+        return {n[len(tenant) + 1 :] for n in physical if n.startswith(tenant + ".")}
+
     def tenant_settings(self, tenant: str, collection: str) -> Settings:
-        """Settings for one tenant's collection."""
-        return self.settings.model_copy(update={"data_dir": self.tenant_dir(tenant), "collection": collection})
+        """Settings for one tenant's collection (model_copy: the prefixed server name may exceed 64 characters)."""
+        return self.settings.model_copy(
+            update={"data_dir": self.tenant_dir(tenant), "collection": self.physical(tenant, collection)}
+        )
 
     def profile(self, name: str) -> EmbeddingProfile:
         """One profile object per name (weights load once for the whole server)."""
@@ -532,7 +550,7 @@ def create_app(
     def list_collections(acc: Auth) -> list[CollectionInfo]:
         """Collections this key may use: those named in its rights, and existing ones a ``*`` right covers."""
         cfg = index_config(state.tenant_settings(acc.tenant, state.settings.collection))
-        existing = set(Index.list_collections(cfg))
+        existing = state.public_names(acc.tenant, Index.list_collections(cfg))
         names = {n for n in acc.collections if n != "*"} | (existing if "*" in acc.collections else set())
         out = []
         for n in sorted(names):

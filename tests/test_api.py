@@ -292,3 +292,17 @@ def test_jobs_recover_after_a_killed_server(tmp_path: Path) -> None:
     assert ran == ["abc123"] and second.get("abc123", "acme") is not None
     assert second.get("abc123", "globex") is None
     assert json.loads((tmp_path / "jobs" / "abc123.json").read_text())["state"] == "done"
+
+
+def test_server_mode_prefixes_other_tenants_collections(data_dir: Path) -> None:
+    """On a shared Qdrant server each tenant's collections get their own names; listing strips the prefix."""
+    app = make_app(data_dir, qdrant_url="http://127.0.0.1:9")
+    st = app.state.loupe
+    assert st.physical("default", "docs") == "docs"
+    assert st.tenant_settings("acme", "docs").collection == "acme.docs"
+    names = ["docs", "acme.docs", "acme.archive", "globex.docs", "shared-kb"]
+    assert st.public_names("acme", names) == {"docs", "archive"}
+    assert st.public_names("default", names) == {"docs", "shared-kb"}
+    embedded = make_app(data_dir).state.loupe
+    assert embedded.tenant_settings("acme", "docs").collection == "docs"
+    assert embedded.tenant_settings("acme", "docs").data_dir == data_dir / "tenants" / "acme"
