@@ -210,7 +210,8 @@ def test_image_query_finds_the_same_picture(docs: list[Path], data_dir: Path, tm
     assert_kind(at)
     first = markdown_text(at).split("**2.**")[0]
     assert "harbour\\_map.png" in first and "Images" in first
-    assert len(at.get("image")) >= 1
+    assert "your picture" in image_captions(at)
+    assert len(at.get("image")) >= 2  # the query picture and the hit's
 
 
 def test_broken_image_upload_is_a_message_not_a_traceback(docs: list[Path]) -> None:

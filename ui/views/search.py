@@ -74,7 +74,7 @@ def render() -> None:
         with contextlib.ExitStack() as stack:
             image_path = stack.enter_context(upload_to_temp(image)) if image is not None else None
             audio_path = stack.enter_context(upload_to_temp(recording)) if recording is not None else None
-            with st.spinner("Searching…"):
+            with st.spinner("Searching… (the first search after a start loads the models)"):
                 hits = lp.search(
                     query or None,
                     image=image_path,
@@ -91,6 +91,8 @@ def render() -> None:
             return
         label = f"“{md_escape(query.strip())}”" if query.strip() else " + ".join(parts)
         st.caption(f"{len(hits)} result{'s' if len(hits) != 1 else ''} for {label}")
+        if image is not None:
+            st.image(image.getvalue(), width=96, caption="your picture")
         hit_grid(hits, query, key="search", columns=3)
 
 
