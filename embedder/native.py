@@ -149,6 +149,20 @@ def subsample_frames(frames: Sequence[str], limit: int = MAX_VIDEO_FRAMES) -> li
     return [frames[i] for i in idx]
 
 
+def patchify_video(video: np.ndarray, patch: int, merge: int, temporal: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Qwen-VL's flat patch layout for a clip ``(T, C, H, W)`` (H, W multiples of ``patch * merge``): rows of
+    ``C * temporal * patch * patch`` values in (t, h-block, w-block, h-in-block, w-in-block) order, the last frame
+    repeated to fill the final temporal patch — as transformers' Qwen3-VL video processor lays them out."""
+    t, c, h, w = video.shape
+    if pad := -t % temporal:
+        video = np.concatenate([video, np.repeat(video[-1:], pad, axis=0)])
+        t += pad
+    gt, gh, gw = t // temporal, h // patch, w // patch
+    x = video.reshape(gt, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return np.ascontiguousarray(x.reshape(gt * gh * gw, c * temporal * patch * patch)), (gt, gh, gw)
+
+
 class _TorchBackend:
     """Lazy loading, device/dtype placement, batching helpers and Matryoshka truncation shared by backends."""
 
@@ -499,8 +513,10 @@ class Qwen3VLEmbedder(_TorchBackend):
     image (or a window's frames) and/or the text, then the assistant prefix; the embedding is the final hidden
     state of the last token. The prompt is built here and the image tokens expanded here (as the Qwen3-VL
     processor does), because transformers' Qwen3-VL processor cannot be built without torchvision (its video
-    processor needs it) and Loupe keeps torchvision out (it swaps the CPU torch build). For the same reason a
-    video window goes in as its frames in one multi-image turn, not as the model's temporal video input.
+    processor needs it) and Loupe keeps torchvision out (it swaps the CPU torch build). Video windows go in as
+    the model's temporal video input, built here the same way: frames resized to one size within the video pixel
+    budget, normalised, patchified in pairs of frames (:func:`patchify_video`), each pair announced by its
+    timestamp at 1 FPS (``<0.5 seconds>``, ...). ``video_input=False`` sends the frames as images instead.
     """
 
     name = "qwen3-vl-embedding"
@@ -515,6 +531,9 @@ class Qwen3VLEmbedder(_TorchBackend):
     )
     IMAGE = "<|vision_start|>{pads}<|vision_end|>"
     IMAGE_PAD = "<|image_pad|>"
+    VIDEO_PAD = "<|video_pad|>"
+    # Whole-clip pixel budget of transformers' Qwen3-VL video processor defaults (32 * 32 * 768 pixels in all).
+    VIDEO_MAX_PIXELS = 32 * 32 * 768
 
     def __init__(
         self,
@@ -524,6 +543,8 @@ class Qwen3VLEmbedder(_TorchBackend):
         query_instruction: str | None = None,
         max_pixels: int = QWEN_MAX_PIXELS,
         frame_max_pixels: int = QWEN_FRAME_MAX_PIXELS,
+        video_input: bool = True,
+        video_max_pixels: int = VIDEO_MAX_PIXELS,
         **kw: Any,
     ) -> None:
         super().__init__(model, **kw)
@@ -531,6 +552,9 @@ class Qwen3VLEmbedder(_TorchBackend):
         self.query_instruction = query_instruction or instruction
         self.max_pixels = max_pixels
         self.frame_max_pixels = frame_max_pixels
+        self.video_input = video_input
+        self.video_max_pixels = video_max_pixels
+        self._video_cfg: dict[str, Any] = {}
 
     @property
     def model_ids(self) -> dict[str, str]:
@@ -546,7 +570,25 @@ class Qwen3VLEmbedder(_TorchBackend):
         from transformers import AutoImageProcessor, AutoTokenizer, Qwen3VLModel
 
         model = Qwen3VLModel.from_pretrained(src, dtype=self._dtype, **kw)
+        self._video_cfg = self._video_config(src, kw)
         return model, (AutoTokenizer.from_pretrained(src, **kw), AutoImageProcessor.from_pretrained(src, **kw))
+
+    @staticmethod
+    def _video_config(src: str, kw: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint's ``video_preprocessor_config.json`` (mean/std, patch sizes), or {} when it has none."""
+        import json
+
+        from transformers.utils import cached_file
+
+        try:
+            path = cached_file(src, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False, **kw)
+        except OSError:
+            return {}
+        if not path:
+            return {}
+        with open(path, encoding="utf-8") as f:
+            data: dict[str, Any] = json.load(f)
+        return data
 
     @staticmethod
     def _shrink(img: Any, max_pixels: int) -> Any:
@@ -556,18 +598,50 @@ class Qwen3VLEmbedder(_TorchBackend):
         s = (max_pixels / float(w * h)) ** 0.5
         return img.resize((max(1, int(w * s)), max(1, int(h * s))))
 
+    def video_patches(self, frames: Sequence[Any], image_processor: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """A window's frames (PIL) → ``(patches, (t, h, w) grid)`` for Qwen3-VL's video input: one size for all
+        frames within ``video_max_pixels`` for the clip (rounded down to 32-px blocks, at least one block),
+        bicubic resize, rescale and normalise with the processor's mean/std, then :func:`patchify_video`."""
+        from PIL import Image
+
+        # The checkpoint's video processor settings win over the image processor's (they may differ).
+        cfg = getattr(self, "_video_cfg", {}) or {}
+        patch = int(cfg.get("patch_size", getattr(image_processor, "patch_size", 16)))
+        merge = int(cfg.get("merge_size", getattr(image_processor, "merge_size", 2)))
+        temporal = int(cfg.get("temporal_patch_size", getattr(image_processor, "temporal_patch_size", 2)))
+        budget = int((cfg.get("size") or {}).get("longest_edge", self.video_max_pixels))
+        budget = min(budget, self.video_max_pixels)
+        factor = patch * merge
+        w, h = frames[0].size
+        scale = min(1.0, (budget / float(len(frames) * w * h)) ** 0.5)
+        hh = max(factor, int(h * scale // factor) * factor)
+        ww = max(factor, int(w * scale // factor) * factor)
+        mean = np.asarray(cfg.get("image_mean", image_processor.image_mean), dtype=np.float32)
+        std = np.asarray(cfg.get("image_std", image_processor.image_std), dtype=np.float32)
+        arr = np.stack(
+            [np.asarray(f.convert("RGB").resize((ww, hh), Image.Resampling.BICUBIC), dtype=np.float32) for f in frames]
+        )
+        arr = ((arr / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+        return patchify_video(arr, patch, merge, temporal)
+
     def _run(self, batch: list[EmbedInput], role: Role) -> np.ndarray:
         import torch
 
         model, (tokenizer, image_processor) = self._ensure()
+        merge = int(getattr(image_processor, "merge_size", 2))
+        temporal = int(getattr(image_processor, "temporal_patch_size", 2))
         per_item: list[list[Any]] = []
-        for item in batch:
+        videos: dict[int, tuple[np.ndarray, tuple[int, int, int]]] = {}
+        for j, item in enumerate(batch):
             if isinstance(item, ImageInput):
                 per_item.append([self._shrink(_load_image(item.path), self.max_pixels)])
             elif isinstance(item, VideoInput):
-                per_item.append(
-                    [self._shrink(_load_image(f), self.frame_max_pixels) for f in subsample_frames(item.frames)]
-                )
+                frames = [_load_image(f) for f in subsample_frames(item.frames)]
+                if self.video_input and len(frames) >= 2:
+                    videos[j] = self.video_patches(frames, image_processor)
+                    per_item.append([])
+                else:
+                    per_item.append([self._shrink(f, self.frame_max_pixels) for f in frames])
             elif isinstance(item, TextInput):
                 per_item.append([])
             else:
@@ -577,21 +651,33 @@ class Qwen3VLEmbedder(_TorchBackend):
         counts: list[int] = []
         if images:
             pix = dict(image_processor(images=images, return_tensors="pt"))
-            merge = int(getattr(image_processor, "merge_size", 2))
             counts = [int(n) // (merge * merge) for n in pix["image_grid_thw"].prod(dim=1).tolist()]
+        if videos:
+            pix["pixel_values_videos"] = torch.from_numpy(np.concatenate([v[0] for v in videos.values()]))
+            pix["video_grid_thw"] = torch.tensor([list(v[1]) for v in videos.values()], dtype=torch.long)
         prompts, k = [], 0
         instruction = self.query_instruction if role == "query" else self.instruction
-        for item, ims in zip(batch, per_item, strict=True):
-            vision = "".join(self.IMAGE.format(pads=self.IMAGE_PAD * counts[k + j]) for j in range(len(ims)))
+        for j, (item, ims) in enumerate(zip(batch, per_item, strict=True)):
+            vision = "".join(self.IMAGE.format(pads=self.IMAGE_PAD * counts[k + i]) for i in range(len(ims)))
             k += len(ims)
+            if j in videos:
+                gt, gh, gw = videos[j][1]
+                per_group = gh * gw // (merge * merge)
+                # Frames are 1 per second; a temporal patch's timestamp is the mean of its frames' (t·2 + 0.5).
+                vision = "".join(
+                    f"<{g * temporal + (temporal - 1) / 2:.1f} seconds>"
+                    + self.IMAGE.format(pads=self.VIDEO_PAD * per_group)
+                    for g in range(gt)
+                )
             text = item.text if isinstance(item, TextInput) else (getattr(item, "text", None) or "")
             prompts.append(self.PROMPT.format(instruction=instruction, content=vision + text))
         enc = tokenizer(prompts, padding=True, return_tensors="pt")
         image_id = tokenizer.convert_tokens_to_ids(self.IMAGE_PAD)
-        # Modality per token (0 text, 1 image) drives Qwen3-VL's multimodal rotary positions.
-        mm = (enc["input_ids"] == image_id).long()
+        video_id = tokenizer.convert_tokens_to_ids(self.VIDEO_PAD)
+        # Modality per token (0 text, 1 image, 2 video) drives Qwen3-VL's multimodal rotary positions.
+        mm = (enc["input_ids"] == image_id).long() + 2 * (enc["input_ids"] == video_id).long()
         inputs = self._to_device({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], **pix})
-        if images:
+        if images or videos:
             inputs["mm_token_type_ids"] = mm.to(inputs["input_ids"].device)
         hidden = model(**inputs).last_hidden_state
         mask = inputs["attention_mask"]

@@ -354,3 +354,41 @@ def test_pages_enter_as_page_images_only_for_document_capable_spaces(
     assert siglip.segment_input(page) == TextInput("page one text")  # CLIP-like text towers read 64-77 tokens
     vecs = qwen.embed_segments([page])
     assert vecs[0] is not None and vecs[0]["unified"].shape == (32,)
+
+
+def test_patchify_video_matches_the_image_processor_layout(tiny: dict[str, Path]) -> None:
+    """Two identical frames patchify exactly as the Qwen image processor lays out one image (it repeats an
+    image over the temporal patch), so the video path feeds the vision tower the layout it was trained on."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from embedder.native import patchify_video
+
+    proc = AutoImageProcessor.from_pretrained(tiny["qwen3vl"])
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))  # multiples of 16: no resize
+    want = proc(images=[img], return_tensors="np")
+    arr = (np.asarray(img, dtype=np.float32) / 255.0 - np.asarray(proc.image_mean)) / np.asarray(proc.image_std)
+    frame = arr.transpose(2, 0, 1)[None]
+    got, grid = patchify_video(np.concatenate([frame, frame]), 8, 2, 2)
+    assert list(grid) == want["image_grid_thw"][0].tolist() == [1, 4, 6]
+    np.testing.assert_allclose(got, want["pixel_values"], atol=1e-5)
+    # An odd frame count repeats the last frame; three frames make two temporal patches.
+    three, grid3 = patchify_video(np.concatenate([frame, frame, frame]), 8, 2, 2)
+    assert grid3 == (2, 4, 6) and three.shape == (2 * 4 * 6, 3 * 2 * 8 * 8)
+
+
+def test_qwen3_vl_video_input(tiny: dict[str, Path], pictures: list[str]) -> None:
+    window = VideoInput(tuple(pictures[:3]), text="dog")
+    temporal = Qwen3VLEmbedder(str(tiny["qwen3vl"]))
+    as_images = Qwen3VLEmbedder(str(tiny["qwen3vl"]), video_input=False)
+    a, b = temporal.embed([window])[0], as_images.embed([window])[0]
+    np.testing.assert_allclose(np.linalg.norm(a), 1.0, atol=1e-5)
+    assert float(a @ b) < 0.9999  # the temporal video input is a different input from frames-as-images
+    # Budget: 3 frames of 40x30 within 3 * 16 * 16 pixels → one 16-px block per frame side.
+    small = Qwen3VLEmbedder(str(tiny["qwen3vl"]), video_max_pixels=3 * 16 * 16)
+    small.embed([TextInput("x")])
+    from embedder.native import _load_image
+
+    _, grid = small.video_patches([_load_image(p) for p in pictures[:3]], small._processor[1])
+    assert grid == (2, 2, 2)

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 WORDS = "a photo of dog cat hammer the sound sirens rain music speech represent input user system assistant".split()
-QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
+QWEN_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 def _tokenizer(special: list[str], max_length: int, **tokens: str) -> object:
@@ -124,7 +132,7 @@ def build_qwen3_vl(folder: Path) -> Path:
             "deepstack_visual_indexes": [0],
         },
         image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
