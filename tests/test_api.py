@@ -306,3 +306,19 @@ def test_server_mode_prefixes_other_tenants_collections(data_dir: Path) -> None:
     embedded = make_app(data_dir).state.loupe
     assert embedded.tenant_settings("acme", "docs").collection == "docs"
     assert embedded.tenant_settings("acme", "docs").data_dir == data_dir / "tenants" / "acme"
+
+
+def test_cli_apikey_and_serve_guards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    assert main(["apikey", "--tenant", "acme", "--collection", "docs:write"]) == 0
+    out, err = capsys.readouterr()
+    key = err.strip().rsplit(" ", 1)[-1]
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text("keys:\n" + "\n".join("  " + line for line in out.splitlines() if line.startswith("- ")))
+    acc = KeyStore.load(keys_file).lookup(key)
+    assert acc is not None and acc.tenant == "acme" and acc.can_write("docs")
+    assert key not in out  # only the hash goes to the file
+    assert main(["apikey", "--tenant", "bad/name"]) == 2
+    assert main(["serve", "--no-auth", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
+    assert "loopback" in capsys.readouterr().err
