@@ -66,5 +66,9 @@ demo: install
 	$(VENV)/bin/loupe ingest sample --data-dir $(DEMO_DATA) --collection demo
 	$(VENV)/bin/loupe ui --data-dir $(DEMO_DATA) --collection demo
 
+# The REST API on loopback without keys (keys and tenants: docs/notes/api.md); docs at http://127.0.0.1:8000/docs
+serve: install
+	$(VENV)/bin/loupe serve --no-auth --data-dir $(DEMO_DATA)
+
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) .mypy_cache .ruff_cache .pytest_cache
