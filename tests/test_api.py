@@ -322,3 +322,16 @@ def test_cli_apikey_and_serve_guards(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["apikey", "--tenant", "bad/name"]) == 2
     assert main(["serve", "--no-auth", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_page_hit_serves_its_page_image_with_ranges(client: TestClient, tmp_path: Path) -> None:
+    from tests.conftest import write_pdf
+
+    pdf = write_pdf(tmp_path / "manual.pdf", ["Intro page about nothing much.", "The bilge pump needs a new impeller."])
+    upload(client, ADMIN, [("manual.pdf", pdf.read_bytes())])
+    hit = next(h for h in search(client, ADMIN, "bilge pump impeller") if h["page"] is not None)
+    assert hit["page"] == 2 and hit["media"]["kind"] == "image"
+    whole = client.get(hit["media"]["url"], headers=headers(ADMIN))
+    assert whole.status_code == 200 and len(whole.content) > 100
+    part = client.get(hit["media"]["url"], headers={**headers(ADMIN), "Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == whole.content[:10]
