@@ -335,3 +335,16 @@ def test_page_hit_serves_its_page_image_with_ranges(client: TestClient, tmp_path
     assert whole.status_code == 200 and len(whole.content) > 100
     part = client.get(hit["media"]["url"], headers={**headers(ADMIN), "Range": "bytes=0-9"})
     assert part.status_code == 206 and part.content == whole.content[:10]
+
+
+def test_audio_hit_serves_its_clip_with_the_range(client: TestClient) -> None:
+    from tests.hostile.make_hostile import _wav
+
+    job = upload(client, ADMIN, [("foghorn.wav", _wav(2.0, 220.0))])
+    assert job["summary"]["ok"] == 1, job
+    hits = search(client, ADMIN, "foghorn", filters={"modalities": ["audio_clip", "speech_clip"]})
+    hit = next(h for h in hits if h["media"] and h["media"]["kind"] == "audio")
+    r = client.get(hit["media"]["url"], headers=headers(ADMIN))
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+    assert float(r.headers["X-Loupe-Start"]) == hit["media"]["start_s"] == hit["start_s"]
+    assert float(r.headers["X-Loupe-End"]) == hit["media"]["end_s"]
