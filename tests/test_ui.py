@@ -350,6 +350,26 @@ def test_collections_page_counts_deletes_and_rebuilds(docs: list[Path]) -> None:
     assert at.metric[1].value == "3"
 
 
+def test_sidebar_switches_collection_and_starts_a_new_one(docs: list[Path], data_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.txt"
+    other.write_text("Cormorants dry their wings on the mooring posts.")
+    with Loupe(load_settings(data_dir=data_dir, profile="fake", collection="birds")) as lp:
+        lp.ingest([other])
+    at = run_app("views/collections.py")
+    picker = at.sidebar.selectbox(key="collection_choice")
+    assert picker.options == ["birds", "test"] and picker.value == "test"
+    picker.select("birds").run()
+    assert_kind(at)
+    assert [m.value for m in at.metric] == ["1", "1"]
+    # A typed new name (AppTest cannot type into the box: a new session starts with the name as its state).
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.session_state["collection_choice"] = "fresh"
+    at.run()
+    assert_kind(at)
+    assert at.sidebar.selectbox(key="collection_choice").value == "fresh"
+    assert "`fresh` is empty" in alerts(at)
+
+
 def test_locked_collection_explains_how_to_share(docs: list[Path], data_dir: Path) -> None:
     """Another process (here: another open index) holds the embedded collection: say so and what to do."""
     with Loupe(load_settings(data_dir=data_dir, profile="fake", collection="test")) as other:

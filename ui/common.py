@@ -135,14 +135,32 @@ def get_loupe(key: str, _settings: Settings) -> Loupe:
     return Loupe(_settings)
 
 
+COLLECTION_CHOICE = "collection_choice"
+
+
 def loupe() -> Loupe:
-    """The cached facade for the settings in the environment; on a configuration error, a message and stop."""
+    """The cached facade for the settings in the environment (and the collection picked in the sidebar, if any);
+    on a configuration error, a message and stop.
+    """
     try:
-        settings = load_settings()
+        settings = load_settings(collection=st.session_state.get(COLLECTION_CHOICE) or None)
     except LoupeError as e:
         st.error(f"Loupe's settings are not valid: {e}")
         st.stop()
     return get_loupe(settings_key(settings), settings)
+
+
+def collection_picker(lp: Loupe) -> None:
+    """The sidebar's collection selector: the collections at this location, or a new name to ingest into."""
+    names = sorted({*lp.collections(), lp.collection})
+    st.selectbox(
+        "Collection",
+        names,
+        index=names.index(lp.collection),
+        key=COLLECTION_CHOICE,
+        accept_new_options=True,
+        help="Type a new name to start a collection, then add files on the Ingest page.",
+    )
 
 
 @st.cache_data(ttl=60, show_spinner=False)

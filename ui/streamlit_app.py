@@ -14,7 +14,7 @@ import streamlit as st
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see app/cli.py: avoids stalls on a busy CPU
 
-from ui.common import loupe
+from ui.common import collection_picker, loupe
 
 PAGES = [
     st.Page("views/search.py", title="Search", icon=":material/search:", default=True),
@@ -32,7 +32,8 @@ def main() -> None:
         st.markdown("### Loupe")
         st.caption("Search and cited answers over documents, images, video and audio.")
         lp = loupe()
-        st.caption(f"Collection `{lp.collection}` · profile `{lp.settings.profile}`")
+        collection_picker(lp)
+        st.caption(f"Embedding profile `{lp.settings.profile}`")
     nav.run()
 
 
