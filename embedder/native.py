@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -715,10 +716,13 @@ class NativeEmbedder:
         labels: Sequence[str] | None = None,
         top_k: int | None = None,
         temperature: float | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
-        from embedder.bridge import AUDIO_TEMPERATURE, AUDIO_TOP_K
+        from embedder.bridge import AUDIO_TEMPERATURE, AUDIO_TOP_K, default_cache_dir
 
         self.space = space
+        # Label embeddings (521 names x 3 templates through both text towers) are cached here across runs.
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self.audio = audio
         self._labels = list(labels) if labels is not None else None
         # The offline bridge's tuned values (for YAMNet posteriors); not re-tuned for CLAP (no weights here).
@@ -768,12 +772,41 @@ class NativeEmbedder:
         with self._lock:
             if self._label_space is None or self._label_clap is None:
                 names = self.labels()
-                prompts = [TextInput(t.format(n)) for n in names for t in AUDIO_TEMPLATES]
-                n_t = len(AUDIO_TEMPLATES)
-                sv = self.space.embed(prompts, role="passage").reshape(len(names), n_t, -1).mean(axis=1)
-                cv = self.audio.embed(prompts).reshape(len(names), n_t, -1).mean(axis=1)
-                self._label_space, self._label_clap = l2_normalize(sv), l2_normalize(cv)
+                key = hashlib.sha256(
+                    json.dumps(
+                        [names, list(AUDIO_TEMPLATES), self.space.model_ids, self.audio.model_ids], ensure_ascii=False
+                    ).encode()
+                ).hexdigest()[:16]
+                path = self.cache_dir / f"native-labels-{key}.npz"
+                cached = self._read_cache(path, len(names))
+                if cached is None:
+                    prompts = [TextInput(t.format(n)) for n in names for t in AUDIO_TEMPLATES]
+                    n_t = len(AUDIO_TEMPLATES)
+                    sv = self.space.embed(prompts, role="passage").reshape(len(names), n_t, -1).mean(axis=1)
+                    cv = self.audio.embed(prompts).reshape(len(names), n_t, -1).mean(axis=1)
+                    cached = (l2_normalize(sv), l2_normalize(cv))
+                    self._write_cache(path, cached)
+                self._label_space, self._label_clap = cached
             return self._label_space, self._label_clap
+
+    @staticmethod
+    def _read_cache(path: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            with np.load(path) as data:
+                sv, cv = data["space"].astype(np.float32), data["clap"].astype(np.float32)
+        except (OSError, KeyError, ValueError):
+            return None
+        return (sv, cv) if len(sv) == len(cv) == n else None
+
+    @staticmethod
+    def _write_cache(path: Path, vecs: tuple[np.ndarray, np.ndarray]) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp.npz")
+            np.savez(tmp, space=vecs[0], clap=vecs[1])
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only cache only costs the recomputation next time
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Audio clips through the label bridge, everything else through the space; rows in input order."""
@@ -845,6 +878,7 @@ def native_backends(
     compile: bool = False,
     allow_download: bool = False,
     audio_labels: Sequence[str] | None = None,
+    cache_dir: str | None = None,
     instruction: str | None = None,
     query_instruction: str | None = None,
 ) -> tuple[NativeEmbedder, dict[str, QueryOnlyText]]:
@@ -878,6 +912,6 @@ def native_backends(
     else:
         raise ConfigError("the native profile needs image_text_model or one_space_model")
     audio = AudioTextEmbedder(audio_text_model, **common) if audio_text_model else None
-    unified = NativeEmbedder(space, audio, labels=audio_labels)
+    unified = NativeEmbedder(space, audio, labels=audio_labels, cache_dir=Path(cache_dir) if cache_dir else None)
     extra = {"audio": QueryOnlyText(audio)} if audio is not None else {}
     return unified, extra

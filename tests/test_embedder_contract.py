@@ -223,7 +223,9 @@ class TestNativeUnifiedContract(_NativeContract):
     def make(cls, folders: dict[str, Path]) -> Embedder:
         from embedder.native import native_backends
 
-        unified, _ = native_backends(str(folders["siglip"]), str(folders["clap"]), audio_labels=["dog", "rain"])
+        unified, _ = native_backends(
+            str(folders["siglip"]), str(folders["clap"]), audio_labels=["dog", "rain"], cache_dir=str(folders["clap"])
+        )
         return unified
 
 

@@ -150,9 +150,12 @@ def test_matryoshka_refused_where_not_trained(tiny: dict[str, Path]) -> None:
         ImageTextEmbedder(str(tiny["siglip"]), dim=16)
 
 
-def test_native_profile_bridges_audio_and_routes_vectors(tiny: dict[str, Path], pictures: list[str]) -> None:
+def test_native_profile_bridges_audio_and_routes_vectors(
+    tiny: dict[str, Path], pictures: list[str], tmp_path: Path
+) -> None:
+    labels = ["dog", "rain", "music", "speech"]
     unified, extra = native_backends(
-        str(tiny["siglip"]), str(tiny["clap"]), audio_labels=["dog", "rain", "music", "speech"], batch_size=4
+        str(tiny["siglip"]), str(tiny["clap"]), audio_labels=labels, batch_size=4, cache_dir=str(tmp_path)
     )
     assert unified.kinds == {"text", "image", "video", "audio"}
     clips = _clips()
@@ -160,9 +163,9 @@ def test_native_profile_bridges_audio_and_routes_vectors(tiny: dict[str, Path], 
     assert out.shape == (4, 32)
     _unit(out)
     # An audio clip's vector is a mix of the space's embeddings of the templated labels: it lies in their span.
-    labels, _ = unified._label_vectors()
-    coef, *_ = np.linalg.lstsq(labels.T, out[0], rcond=None)
-    np.testing.assert_allclose(labels.T @ coef, out[0], atol=1e-4)
+    label_vecs, _ = unified._label_vectors()
+    coef, *_ = np.linalg.lstsq(label_vecs.T, out[0], rcond=None)
+    np.testing.assert_allclose(label_vecs.T @ coef, out[0], atol=1e-4)
     # The audio named vector takes text for queries but not as passages.
     assert extra["audio"].passage_kinds == {"audio"} and "text" in extra["audio"].kinds
     from embedder.profiles import EmbeddingProfile
@@ -327,7 +330,12 @@ def test_end_to_end_ingest_and_search_with_the_native_profile(
     (corpus / "seals.md").write_text("# Seals\n\nGrey seals rest on the sandbank near the breakwater.\n")
     shutil.copy(pictures[1], corpus / "green.png")
     write_wav(corpus / "tone.wav", tone(3.0))
-    opts = {"image_text_model": str(tiny["siglip"]), "audio_text_model": str(tiny["clap"]), "audio_labels": ["rain"]}
+    opts = {
+        "image_text_model": str(tiny["siglip"]),
+        "audio_text_model": str(tiny["clap"]),
+        "audio_labels": ["rain"],
+        "cache_dir": str(tmp_path / "cache"),
+    }
     settings = load_settings(data_dir=tmp_path / "data", profile="native", profile_options=opts)
     with Loupe(settings) as lp:
         report = lp.ingest([corpus])
@@ -392,3 +400,22 @@ def test_qwen3_vl_video_input(tiny: dict[str, Path], pictures: list[str]) -> Non
 
     _, grid = small.video_patches([_load_image(p) for p in pictures[:3]], small._processor[1])
     assert grid == (2, 2, 2)
+
+
+def test_label_embeddings_are_cached_across_instances(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = native_backends(str(tiny["siglip"]), str(tiny["clap"]), audio_labels=["rain"], cache_dir=str(tmp_path))
+    want = first.embed(_clips()[:1])
+    assert len(list(tmp_path.glob("native-labels-*.npz"))) == 1
+    second, _ = native_backends(str(tiny["siglip"]), str(tiny["clap"]), audio_labels=["rain"], cache_dir=str(tmp_path))
+
+    def no_text(*a: object, **k: object) -> np.ndarray:
+        raise AssertionError("label prompts embedded again instead of read from the cache")
+
+    monkeypatch.setattr(second.space, "embed", no_text)
+    np.testing.assert_allclose(second.embed(_clips()[:1]), want, atol=1e-6)
+    # Other labels (or models) make another cache entry.
+    third, _ = native_backends(str(tiny["siglip"]), str(tiny["clap"]), audio_labels=["dog"], cache_dir=str(tmp_path))
+    third.embed(_clips()[:1])
+    assert len(list(tmp_path.glob("native-labels-*.npz"))) == 2
