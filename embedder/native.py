@@ -879,6 +879,7 @@ def native_backends(
     allow_download: bool = False,
     audio_labels: Sequence[str] | None = None,
     cache_dir: str | None = None,
+    video_input: bool = True,
     instruction: str | None = None,
     query_instruction: str | None = None,
 ) -> tuple[NativeEmbedder, dict[str, QueryOnlyText]]:
@@ -906,7 +907,7 @@ def native_backends(
             extra_kw["instruction"] = instruction
         if query_instruction:
             extra_kw["query_instruction"] = query_instruction
-        space = Qwen3VLEmbedder(one_space_model, dim=dim, **common, **extra_kw)
+        space = Qwen3VLEmbedder(one_space_model, dim=dim, video_input=video_input, **common, **extra_kw)
     elif image_text_model:
         space = ImageTextEmbedder(image_text_model, dim=dim, **common)
     else:

@@ -187,8 +187,9 @@ def test_native_without_audio_refuses_audio(tiny: dict[str, Path]) -> None:
 
 
 def test_native_one_space_model(tiny: dict[str, Path]) -> None:
-    unified, _ = native_backends(None, None, str(tiny["qwen3vl"]), dim=16)
+    unified, _ = native_backends(None, None, str(tiny["qwen3vl"]), dim=16, video_input=False)
     assert unified.dim == 16 and "qwen3vl" in unified.model_ids["unified"]
+    assert isinstance(unified.space, Qwen3VLEmbedder) and unified.space.video_input is False
     with pytest.raises(UnknownNameError, match="valid: qwen3-vl-embedding"):
         native_backends(None, None, str(tiny["qwen3vl"]), one_space_backend="omni")
 
