@@ -129,17 +129,23 @@ def browser_page(width: int = 1400, height: int = 1000, *, microphone: Path | No
 
 # -- actions -------------------------------------------------------------------------------------------------
 def idle(page: Any) -> None:
-    """Wait until Streamlit has finished the current run and drawn it: no "Running…" status, no skeleton
-    placeholders, every image decoded. (The status widget shows up a moment after a run starts, hence the pause.)
+    """Wait until Streamlit has finished the current run and drawn it.
+
+    The app root carries ``data-test-script-state`` (``running`` / ``notRunning``). A run starts a moment after
+    the action that caused it, so first give it up to a second to start, then wait for it to end, for spinners
+    and skeleton placeholders to go and for every image to be decoded.
     """
-    page.wait_for_timeout(500)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    state = "() => { const app = document.querySelector('.stApp'); return app && app.dataset.testScriptState; }"
+    with contextlib.suppress(PlaywrightTimeout):  # a run that was over before we looked
+        page.wait_for_function(f"() => ({state})() === 'running'", timeout=1000)
     page.wait_for_function(
-        """() => {
-            const status = document.querySelector('[data-testid="stStatusWidget"]');
-            if (status && status.innerText.includes('Running')) return false;
+        f"""() => {{
+            if (({state})() === 'running') return false;
             if (document.querySelector('[data-testid="stSkeleton"], [data-testid="stSpinner"]')) return false;
             return Array.from(document.querySelectorAll('img')).every(i => i.complete);
-        }""",
+        }}""",
         timeout=WAIT_MS,
     )
     page.wait_for_timeout(300)
