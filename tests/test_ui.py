@@ -377,8 +377,7 @@ def test_locked_collection_explains_how_to_share(docs: list[Path], data_dir: Pat
         at = run_app()
         assert "another Loupe process" in alerts(at)
         assert "Ingest" in alerts(at)
-    st.cache_data.clear()
-    at.button[0].click().run()  # "Try again" once the other process is gone
+    at.button(key="retry_open").click().run()  # "Try again" once the other process is gone
     assert_kind(at)
     assert at.text_input(key="query")
 

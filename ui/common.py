@@ -204,7 +204,7 @@ def locked_message(e: LoupeError) -> None:
             "page instead of the command line, or stop the other process and press *Try again*. To share one "
             "collection between several programs, run a Qdrant server and set `LOUPE_QDRANT_URL`."
         )
-    if st.button("Try again", key=f"retry-{id(e)}"):
+    if st.button("Try again", key="retry_open"):
         changed()
         st.rerun()
 
