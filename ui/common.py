@@ -53,9 +53,10 @@ IMAGE_TYPES = sorted(e.lstrip(".") for e in IMAGE_EXTS)
 AUDIO_TYPES = sorted(e.lstrip(".") for e in AUDIO_EXTS)
 INGEST_TYPES = sorted(e.lstrip(".") for e in SUPPORTED_EXTS)
 BRIDGE_NOTE = (
-    "Offline profile: pictures and sounds are matched through the names of what two small classifiers recognise "
-    "(1,000 ImageNet objects and animals, 521 AudioSet sounds) and through any text they contain. Charts, "
-    "diagrams, faces, scenes and the words someone *says* are outside that vocabulary."
+    "Offline profile: pictures, video frames and sounds are matched through the names of what two small "
+    "classifiers recognise (1,000 ImageNet objects and animals, 521 AudioSet sounds) and through any text they "
+    "show; charts, diagrams, faces and scenes are outside that vocabulary. A spoken question goes through a small "
+    "speech encoder: expect it to be less precise than typing the same words."
 )
 
 # Inline markup (emphasis, code, links, HTML, LaTeX, tables, Streamlit's :color[...] and :emoji:) anywhere; block
