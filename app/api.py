@@ -40,6 +40,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.chat import Turn
 from app.config import Settings
 from app.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError
 from app.jobs import Job, JobManager
@@ -144,13 +145,29 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
 
 
+class TurnIn(BaseModel):
+    """One earlier message of the conversation (the client keeps the history)."""
+
+    role: Literal["user", "assistant"]
+    content: Annotated[str, Field(max_length=8000)]
+
+
 class AskRequest(BaseModel):
-    """A question; with ``stream`` the answer comes as server-sent events (hits, token…, done)."""
+    """A question; with ``stream`` the answer comes as server-sent events (hits, token…, done). ``history``
+    lets a follow-up ("and the southern one?") be understood; it is condensed into a standalone question."""
 
     question: Annotated[str, Field(min_length=1, max_length=4000)]
     k: int = Field(default=5, ge=1, le=50)
     stream: bool = False
     filters: FiltersIn | None = None
+    history: list[TurnIn] = Field(default_factory=list, max_length=40)
+
+
+class SourceOut(BaseModel):
+    """A source file in the collection and how many points it has."""
+
+    source: str
+    points: int
 
 
 class CitationOut(BaseModel):
@@ -693,7 +710,8 @@ def create_app(
         """Answer with [n] citations. ``stream=true``: events ``hits``, ``token`` (text pieces), ``done``."""
         readable(acc, collection)
         lp = state.loupe(acc.tenant, collection)
-        stream = lp.ask_stream(body.question, k=body.k, filters=filters_of(acc, body.filters))
+        history = [Turn(t.role, t.content) for t in body.history]
+        stream = lp.ask_stream(body.question, history=history, k=body.k, filters=filters_of(acc, body.filters))
         hits_json = [hit_out(acc, collection, h).model_dump() for h in stream.hits]
 
         def final() -> dict[str, Any]:
@@ -724,6 +742,13 @@ def create_app(
                 yield _sse("error", {"detail": "internal error; see the server log"})
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/v1/collections/{collection}/sources", tags=["ingest"])
+    def list_sources(collection: str, acc: Auth) -> list[SourceOut]:
+        """The tenant's sources in the collection (names as hits give them), with point counts."""
+        readable(acc, collection)
+        counts = state.loupe(acc.tenant, collection).sources()
+        return [SourceOut(source=source_name(acc, uri), points=n) for uri, n in sorted(counts.items())]
 
     @app.delete("/v1/collections/{collection}/sources", tags=["ingest"], responses={403: {"model": Problem}})
     def delete_source(
