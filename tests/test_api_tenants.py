@@ -99,6 +99,8 @@ def test_media_stats_jobs_and_deletes_never_cross(world: tuple[TestClient, dict[
     for key, info in seen.items():
         stats = client.get("/v1/collections/docs", headers=headers(key)).json()
         assert stats["sources"] == 3, (key, stats)
+        listed = client.get("/v1/collections/docs/sources", headers=headers(key)).json()
+        assert len(listed) == 3 and {s["source"] for s in listed} >= info["sources"]
         for other, oinfo in seen.items():
             if other == key:
                 continue
