@@ -6,9 +6,12 @@ Each test checks what a user would see: the right file in the results, previews 
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import subprocess
 import sys
+import threading
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,6 +280,44 @@ def test_stopped_generator_falls_back_with_a_warning(docs: list[Path], monkeypat
     assert_kind(at)
     assert at.warning and "unavailable" in str(at.warning[0].value)
     assert "**[1]**" in markdown_text(at)
+
+
+class _StopsMidAnswer(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that streams two pieces of an answer, then drops the connection."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", "100000")  # promises more than it sends
+        self.end_headers()
+        for piece in ("The board approved the repairs ", "on Tuesday [1]"):
+            event = {"choices": [{"delta": {"content": piece}}]}
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_generator_stopping_mid_answer_keeps_the_text_and_says_so(
+    docs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StopsMidAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("LOUPE_GENERATOR", "openai")
+        monkeypatch.setenv("LOUPE_GENERATOR_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+        monkeypatch.setenv("LOUPE_GENERATOR_MODEL", "stub")
+        at = run_app("views/chat.py")
+        at.chat_input(key="question").set_value("When were the lighthouse repairs approved?").run()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert_kind(at)
+    assert at.warning and "stopped early" in str(at.warning[0].value)
+    assert "approved the repairs" in markdown_text(at)
 
 
 def test_ask_error_is_a_message(docs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
