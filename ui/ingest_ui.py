@@ -14,8 +14,6 @@ from app.pipeline import IngestReport
 from app.service import Loupe
 from ui.common import changed, kindly, md_escape
 
-STATUS_ICONS = {"ok": "✅", "unchanged": "⏺️", "failed": "❌", "skipped": "⏭️"}
-
 
 def upload_folder(lp: Loupe) -> Path:
     """Where uploaded files are kept (they stay: previews and "Open source" read them later)."""
@@ -93,7 +91,6 @@ def show_report(report: IngestReport) -> None:
         st.success(f"Collection `{report.collection}` is up to date ({s['seconds']:.1f} s).")
     rows = [
         {
-            "": STATUS_ICONS.get(f.status, ""),
             "file": f.path,
             "status": f.status,
             "segments": f.segments,
