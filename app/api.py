@@ -692,12 +692,7 @@ def create_app(
             raise HTTPException(422, "give text, an image or an audio recording")
         lp = state.loupe(acc.tenant, collection)
         with tempfile.TemporaryDirectory(prefix="loupe-query-") as tmp:
-            img = aud = None
-            if image is not None:
-                img = str(_save_upload(image, Path(tmp) / ("q-" + _safe_filename(image.filename)), IMAGE_EXTS))
-            if audio is not None:
-                allowed = AUDIO_EXTS | VIDEO_EXTS
-                aud = str(_save_upload(audio, Path(tmp) / ("a-" + _safe_filename(audio.filename)), allowed))
+            img, aud = _query_media(Path(tmp), image, audio)
             hits = lp.search(text or None, image=img, audio=aud, k=k, filters=filters_of(acc, None, modality))
         return SearchResponse(hits=[hit_out(acc, collection, h) for h in hits])
 
@@ -712,6 +707,35 @@ def create_app(
         lp = state.loupe(acc.tenant, collection)
         history = [Turn(t.role, t.content) for t in body.history]
         stream = lp.ask_stream(body.question, history=history, k=body.k, filters=filters_of(acc, body.filters))
+        return answer_response(acc, collection, stream, body.stream)
+
+    @app.post(
+        "/v1/collections/{collection}/ask/upload",
+        tags=["ask"],
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"},
+            415: {"model": Problem},
+        },
+    )
+    def ask_upload(
+        collection: str,
+        acc: Auth,
+        question: Annotated[str, Form(min_length=1, max_length=4000)],
+        k: Annotated[int, Form(ge=1, le=50)] = 5,
+        stream: Annotated[bool, Form()] = False,
+        image: Annotated[UploadFile | None, File()] = None,
+        audio: Annotated[UploadFile | None, File()] = None,
+    ) -> Response:
+        """Ask with an image and/or a recording added to the retrieval query (e.g. "what is this part?")."""
+        readable(acc, collection)
+        lp = state.loupe(acc.tenant, collection)
+        with tempfile.TemporaryDirectory(prefix="loupe-query-") as tmp:
+            img, aud = _query_media(Path(tmp), image, audio)
+            # Retrieval (and so every use of the files) happens inside ask_stream, before it returns.
+            answer = lp.ask_stream(question, k=k, image=img, audio=aud)
+        return answer_response(acc, collection, answer, stream)
+
+    def answer_response(acc: Access, collection: str, stream: Any, want_stream: bool) -> Response:
         hits_json = [hit_out(acc, collection, h).model_dump() for h in stream.hits]
 
         def final() -> dict[str, Any]:
@@ -724,7 +748,7 @@ def create_app(
                 citations=[CitationOut(n=c.n, hit=hit_out(acc, collection, c.hit)) for c in a.citations],
             ).model_dump()
 
-        if not body.stream:
+        if not want_stream:
             for _ in stream:
                 pass
             return JSONResponse(final())
@@ -809,6 +833,16 @@ def create_app(
         return FileResponse(real, headers=headers, filename=real.name)
 
     return app
+
+
+def _query_media(tmp: Path, image: UploadFile | None, audio: UploadFile | None) -> tuple[str | None, str | None]:
+    """Query image/recording uploads saved (and sniffed) into ``tmp``."""
+    img = aud = None
+    if image is not None:
+        img = str(_save_upload(image, tmp / ("q-" + _safe_filename(image.filename)), IMAGE_EXTS))
+    if audio is not None:
+        aud = str(_save_upload(audio, tmp / ("a-" + _safe_filename(audio.filename)), AUDIO_EXTS | VIDEO_EXTS))
+    return img, aud
 
 
 def _sse(event: str, data: Any) -> str:

@@ -359,3 +359,27 @@ def test_audio_hit_serves_its_clip_with_the_range(client: TestClient) -> None:
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
     assert float(r.headers["X-Loupe-Start"]) == hit["media"]["start_s"] == hit["start_s"]
     assert float(r.headers["X-Loupe-End"]) == hit["media"]["end_s"]
+
+
+def test_ask_with_an_image(client: TestClient) -> None:
+    upload(
+        client,
+        ADMIN,
+        [("buoy-colours.txt", b"A red buoy marks the port side of the channel."), ("red.png", png_bytes())],
+    )
+    r = client.post(
+        "/v1/collections/docs/ask/upload",
+        headers=headers(ADMIN),
+        data={"question": "Which side does a red buoy mark?", "k": "3"},
+        files={"image": ("query.png", png_bytes())},
+    )
+    assert r.status_code == 200, r.text
+    cited = [c["hit"]["source"].rsplit("/", 1)[1] for c in r.json()["citations"]]
+    assert "buoy-colours.txt" in cited
+    bad = client.post(
+        "/v1/collections/docs/ask/upload",
+        headers=headers(ADMIN),
+        data={"question": "what?"},
+        files={"image": ("query.png", b"not an image")},
+    )
+    assert bad.status_code == 415

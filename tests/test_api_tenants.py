@@ -90,6 +90,13 @@ def test_search_and_ask_never_cross(world: tuple[TestClient, dict[str, dict[str,
             "/v1/collections/docs/search/upload", headers=headers(key), files={"image": ("q.png", buf.getvalue())}
         )
         assert r.status_code == 200 and all(h["segment_id"] in info["segments"] for h in r.json()["hits"])
+        r = client.post(
+            "/v1/collections/docs/ask/upload",
+            headers=headers(key),
+            data={"question": "quarterly revenue", "k": "20"},
+            files={"image": ("q.png", buf.getvalue())},
+        )
+        assert r.status_code == 200 and not _foreign(info["company"], r.text)
 
 
 def test_media_stats_jobs_and_deletes_never_cross(world: tuple[TestClient, dict[str, dict[str, Any]]]) -> None:
