@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -323,6 +323,9 @@ class ServerState:
     lock: threading.Lock
     profile_factory: Callable[[str], EmbeddingProfile]
     no_auth: bool = False
+    # Answers being generated at once. One: on CPU a second generation only halves the speed of both, and a
+    # local model's server object is not assumed to be safe for concurrent calls.
+    generating: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
 
     def tenant_dir(self, tenant: str) -> Path:
         """The tenant's data folder: the root for the default tenant (CLI-made collections stay readable)."""
@@ -748,13 +751,26 @@ def create_app(
                 citations=[CitationOut(n=c.n, hit=hit_out(acc, collection, c.hit)) for c in a.citations],
             ).model_dump()
 
+        generated = getattr(stream, "llm", None) is not None and bool(stream.hits)
+        wait_s = state.settings.api_request_timeout_s / 2
+        busy = "the answer generator is busy with other questions; try again shortly"
         if not want_stream:
-            for _ in stream:
-                pass
+            if generated and not state.generating.acquire(timeout=wait_s):
+                raise HTTPException(503, busy, headers={"Retry-After": "10"})
+            try:
+                for _ in stream:
+                    pass
+            finally:
+                if generated:
+                    state.generating.release()
             return JSONResponse(final())
 
         def events() -> Iterator[str]:
             yield _sse("hits", hits_json)
+            # Taken inside the stream, so a client that never reads the body never holds the generator.
+            if generated and not state.generating.acquire(timeout=wait_s):
+                yield _sse("error", {"detail": busy})
+                return
             try:
                 for piece in stream:
                     yield _sse("token", {"text": piece})
@@ -764,6 +780,9 @@ def create_app(
             except Exception as e:  # the stream has started: report in-band, never a traceback
                 log.error("ask stream failed: %s", type(e).__name__)
                 yield _sse("error", {"detail": "internal error; see the server log"})
+            finally:
+                if generated:
+                    state.generating.release()
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

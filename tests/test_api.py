@@ -383,3 +383,42 @@ def test_ask_with_an_image(client: TestClient) -> None:
         files={"image": ("query.png", b"not an image")},
     )
     assert bad.status_code == 415
+
+
+def test_one_generation_at_a_time(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the generator is busy, a JSON ask gets 503 and a streamed one an in-band error; the slot is freed."""
+    from app.service import Loupe
+
+    real = Loupe.ask_stream
+
+    def generated(self: Loupe, *args: Any, **kwargs: Any) -> Any:
+        inner = real(self, *args, **kwargs)
+
+        class Generated:  # the extractive stream, dressed as a generator's
+            llm = object()
+            hits = inner.hits
+
+            @property
+            def answer(self) -> Any:
+                return inner.answer
+
+            def __iter__(self) -> Any:
+                return iter(inner)
+
+        return Generated()
+
+    monkeypatch.setattr(Loupe, "ask_stream", generated)
+    with TestClient(make_app(data_dir, api_request_timeout_s=0.5)) as c:
+        upload(c, ADMIN, [("tides.txt", b"High tide at the northern pier.")])
+        slot = c.app.state.loupe.generating  # type: ignore[attr-defined]
+        slot.acquire()
+        q = {"question": "high tide"}
+        r = c.post("/v1/collections/docs/ask", headers=headers(ADMIN), json=q)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "10"
+        r = c.post("/v1/collections/docs/ask", headers=headers(ADMIN), json={**q, "stream": True})
+        assert "event: error" in r.text and "busy" in r.text
+        slot.release()
+        assert c.post("/v1/collections/docs/ask", headers=headers(ADMIN), json=q).status_code == 200
+        r = c.post("/v1/collections/docs/ask", headers=headers(ADMIN), json={**q, "stream": True})
+        assert "event: done" in r.text
+        assert slot.acquire(blocking=False)  # released after both
