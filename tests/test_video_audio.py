@@ -58,8 +58,8 @@ UTTERANCES = [
 
 
 def opts_for(tmp: Path, **kw: Any) -> IngestOptions:
-    """Options for the layout tests: the fixed window grid and no frame OCR (tests/test_video_ocr.py has those)."""
-    fixed: dict[str, Any] = {"video_ocr": "off", "video_scene_cuts": False}
+    """Options for the layout tests: a fixed 8-s window grid, no frame OCR (tests/test_video_ocr.py has those)."""
+    fixed: dict[str, Any] = {"video_ocr": "off", "video_scene_cuts": False, "video_window_s": 8, "video_stride_s": 8}
     return IngestOptions(media_dir=tmp / "media", **(fixed | kw))
 
 

@@ -26,7 +26,7 @@ from ingest.options import IngestOptions
 from ingest.video import FrameTexts, _Windows, content_box, max_cell_change, mean_change, window_text
 from tests.media_fixtures import Event, ffmpeg, have_espeak, have_ffmpeg, make_track, scene_colour
 
-# (start, end, title): the picture of [start, end) seconds. Scenes are shorter than the 8-s window, so every
+# (start, end, title): the picture of [start, end) seconds. Scenes are shorter than the 16-s window, so every
 # window should begin at a scene change.
 SCRIPT: list[tuple[int, int, str]] = [
     (0, 6, "HARBOUR TOUR"),
@@ -114,11 +114,11 @@ def test_frames_carry_their_scene_text_and_windows_start_at_scene_changes(
         assert f.meta["ocr"] is True
     # One OCR per scene: unchanged frames reuse the text of the scene's first frame.
     assert report["frames_ocr"] == len(SCRIPT) and report["scene_cuts"] == len(SCRIPT) - 1
-    # Windows of at most 8 frames that begin at the scene changes and carry the scene's title.
+    # Windows of at most 16 frames that begin at the scene changes and carry the scene's title.
     starts = {a for a, _, _ in SCRIPT}
     assert [(loc(w).start_s, loc(w).end_s) for w in windows] == [(float(a), float(b)) for a, b, _ in SCRIPT]
     for w in windows:
-        assert loc(w).start_s in starts and len(w.meta["frames"]) <= 8
+        assert loc(w).start_s in starts and len(w.meta["frames"]) <= 16
         assert w.text == title_at(loc(w).start_s)
     # The audio track keeps the video's timeline: the clips sit on the speech (±0.5 s).
     speech = of(segs, "speech_clip")
