@@ -19,6 +19,7 @@ Run with ``loupe serve`` (uvicorn). The OpenAPI schema is at ``/openapi.json``, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
@@ -49,7 +50,7 @@ from app.retrieve import Filters
 from app.service import Loupe, index_config, ingest_options
 from app.tenants import DEFAULT_TENANT, Access, KeyStore, valid_name
 from app.types import Hit, PageLoc, TimeLoc
-from embedder.profiles import PROFILES, EmbeddingProfile, ProfileInfo, create_profile
+from embedder.profiles import PROFILES, EmbeddingProfile, ProfileInfo, profile_from_settings
 from index.engines import FieldFilter
 from index.store import Index, IndexConfig
 from ingest.source import AUDIO_EXTS, IMAGE_EXTS, SUPPORTED_EXTS, VIDEO_EXTS, check_content_matches
@@ -432,12 +433,21 @@ def _access(
 Auth = Annotated[Access, Depends(_access)]
 
 
+def _settings_profile(settings: Settings, name: str) -> EmbeddingProfile:
+    """The profile ``name`` for a new or stored collection. The settings' profile options (model ids, Gemini key)
+    belong to the settings' own profile; a collection with another profile gets that profile's defaults (plus
+    the Gemini key, which is a setting of its own)."""
+    if name == settings.profile:
+        return profile_from_settings(settings)
+    return profile_from_settings(settings.model_copy(update={"profile": name, "profile_options": {}}))
+
+
 def create_app(
     settings: Settings,
     *,
     keys: KeyStore | None = None,
     no_auth: bool = False,
-    profile_factory: Callable[[str], EmbeddingProfile] = create_profile,
+    profile_factory: Callable[[str], EmbeddingProfile] | None = None,
 ) -> FastAPI:
     """Build the API for these settings. ``keys`` defaults to ``settings.api_keys_file``; with ``no_auth``
     every request acts as the default tenant with write rights on every collection (local use only).
@@ -450,6 +460,8 @@ def create_app(
         raise ConfigError("no API keys: set api_keys_file (LOUPE_API_KEYS_FILE) or run with --no-auth (loopback only)")
 
     state_holder: dict[str, ServerState] = {}
+    if profile_factory is None:
+        profile_factory = functools.partial(_settings_profile, settings)
 
     def run_job(job: Job, progress: ProgressFn) -> IngestReport:
         st = state_holder["s"]

@@ -422,3 +422,14 @@ def test_one_generation_at_a_time(data_dir: Path, monkeypatch: pytest.MonkeyPatc
         r = c.post("/v1/collections/docs/ask", headers=headers(ADMIN), json={**q, "stream": True})
         assert "event: done" in r.text
         assert slot.acquire(blocking=False)  # released after both
+
+
+def test_server_profiles_take_the_settings_profile_options(tmp_path: Path) -> None:
+    """The server builds its own profile with the settings' options (e.g. native model ids), and another
+    profile with that profile's defaults, so a CLI-built collection opens under `loupe serve` too."""
+    from app.api import _settings_profile
+
+    settings = load_settings(data_dir=tmp_path, profile="fake", profile_options={"dim": 32})
+    assert _settings_profile(settings, "fake").info.dims["unified"] == 32
+    other = load_settings(data_dir=tmp_path, profile="offline", profile_options={"num_threads": 1})
+    assert _settings_profile(other, "fake").info.dims["unified"] == 64
