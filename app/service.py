@@ -37,6 +37,12 @@ def index_config(settings: Settings, collection: str | None = None, tenant: str 
     )
 
 
+def media_dir(settings: Settings) -> Path:
+    """The media store of the settings' collection. One folder per collection: deleting a source drops media no
+    point of *its* collection refers to, which must not reach into another collection holding the same file."""
+    return settings.data_dir / "media" / settings.collection
+
+
 def ingest_options(settings: Settings) -> IngestOptions:
     """Typed ingest options from the settings."""
     return IngestOptions(
@@ -44,7 +50,7 @@ def ingest_options(settings: Settings) -> IngestOptions:
         chunk_overlap=settings.chunk_overlap,
         max_file_mb=settings.max_file_mb,
         max_pdf_pages=settings.max_pdf_pages,
-        media_dir=settings.data_dir / "media",
+        media_dir=media_dir(settings),
         ocr=settings.ocr,
         render_dpi=settings.render_dpi,
         video_ocr=settings.video_ocr,
@@ -221,7 +227,7 @@ class Loupe:
         idx = self.index()
         shas = {s.sha256 for s in idx.source_states(uri)}
         n = idx.delete_source(uri)
-        drop_unused_media(idx, self.settings.data_dir / "media", shas)
+        drop_unused_media(idx, media_dir(self.settings), shas)
         return n
 
     def collections(self) -> list[str]:

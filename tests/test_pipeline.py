@@ -145,3 +145,16 @@ def test_embedding_failure_fails_only_that_file(tmp_path: Path, data_dir: Path) 
         r = lp.ingest([folder]).to_json()
     status = {Path(f["path"]).name: (f["status"], f["reason"]) for f in r["files"]}
     assert status == {"a.txt": ("ok", None), "b.txt": ("failed", "cannot embed poison"), "c.txt": ("ok", None)}
+
+
+def test_deleting_a_source_keeps_media_another_collection_uses(tmp_path: Path, data_dir: Path) -> None:
+    """Two collections ingest the same PDF; deleting it from one keeps the other's page images."""
+    pdf = write_pdf(tmp_path / "shared.pdf", ["Pilotage is compulsory for vessels over 80 metres."])
+    with loupe(data_dir, "a") as a, loupe(data_dir, "b") as b:
+        a.ingest([pdf])
+        b.ingest([pdf])
+        b_media = [h.segment.media for h in b.search("pilotage vessels", k=3) if h.segment.media is not None]
+        assert b_media, "the PDF page should carry a page image"
+        assert a.delete_source(str(pdf)) > 0
+        assert all(Path(m.path).exists() for m in b_media)
+        assert not list((data_dir / "media" / "a").rglob("*.jpg"))
