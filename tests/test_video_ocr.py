@@ -315,3 +315,31 @@ def test_video_ocr_options_are_bounded() -> None:
         IngestOptions(video_ocr_px=100)
     with pytest.raises(ValueError):
         IngestOptions(video_window_s=4, video_window_min_s=5)
+
+
+@pytest.mark.parametrize(
+    ("error", "warning"),
+    [
+        (IngestError("ocr", "OCR needs the 'rapidocr' package: pip install rapidocr==3.10.0"), "were not OCR'd"),
+        (RuntimeError("onnx says no"), "OCR failed at 0 s"),
+    ],
+)
+def test_ocr_trouble_keeps_the_frames_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, warning: str
+) -> None:
+    """OCR missing or failing: every frame and window is still made (without text) and the report says why."""
+    if not have_ffmpeg():
+        pytest.skip("needs ffmpeg")
+    import ingest.video
+
+    def broken(image: np.ndarray) -> list[OcrLine]:
+        raise error
+
+    monkeypatch.setattr(ingest.video, "video_ocr", lambda: broken)
+    video = make_script_video(tmp_path / "short.mp4", None)
+    opts = IngestOptions(media_dir=tmp_path / "media", video_ocr="on")
+    report: dict[str, Any] = {}
+    segs = list(ingest.segments(ingest.prepare(video, opts), opts, report))
+    assert len(of(segs, "video_frame")) == 45 and of(segs, "video_window")
+    assert all(s.text is None for s in segs)
+    assert any(warning in w for w in report["warnings"]), report
