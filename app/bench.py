@@ -73,7 +73,7 @@ Result = dict[str, Any]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT / "sample"
-COMMANDS = ("ingest", "query", "embed", "scale")
+COMMANDS = ("ingest", "query", "embed", "scale", "voice")
 TOP_K = 10
 # Retrieval asks the index for max(k*5, 50) hits with prefetch max(limit, 100) per stage (app/retrieve.py).
 QUERY_LIMIT = 50
@@ -1933,6 +1933,67 @@ def format_modalities(media: Mapping[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# --- voice: spoken query latency ----------------------------------------------------------------------------
+
+# espeak-ng voices the speech head never trained on (embedder/speech_train.py HELD_OUT_*), per query language.
+VOICE_BENCH_VOICES = {"en": "en-029+m6", "de": "de+f4", "fr": "fr-ch+m6"}
+
+
+def bench_voice(corpus: Path, *, repeats: int, profile: str, workdir: Path) -> Result:
+    """Spoken QUESTIONS (espeak-ng WAV files) through ``Loupe.search(audio=...)``: decode, embed, search.
+
+    The corpus is ingested into a fresh collection first; the first query warms the models and is not counted.
+    """
+    from app.config import load_settings
+    from app.service import Loupe, decode_query_audio
+    from embedder.speech_train import espeak
+
+    if not corpus.is_dir():
+        raise ConfigError(f"corpus folder {corpus} does not exist")
+    import soundfile
+
+    wavs = []
+    for i, q in enumerate(QUESTIONS):
+        lang = "de" if "Welche" in q else "fr" if "Combien" in q else "en"
+        path = workdir / f"q{i:02d}.wav"
+        soundfile.write(path, espeak(q, VOICE_BENCH_VOICES[lang]), 16000, subtype="PCM_16")
+        wavs.append(path)
+    settings = load_settings(data_dir=str(workdir / "data"), collection="bench-voice", profile=profile)
+    total: list[float] = []
+    decode: list[float] = []
+    with Loupe(settings) as lp:
+        lp.ingest([corpus], show_progress=False)
+        lp.search(audio=str(wavs[0]))  # load the encoder, head and index
+        for _ in range(repeats):
+            for w in wavs:
+                t0 = time.perf_counter()
+                hits = lp.search(audio=str(w), k=TOP_K)
+                total.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                decode_query_audio(str(w))
+                decode.append(time.perf_counter() - t0)
+        models = lp.profile.info.model_ids
+    ms = sorted(1000 * t for t in total)
+    return {
+        "queries": len(wavs),
+        "audio_s": summarize([soundfile.info(str(w)).duration for w in wavs]),
+        "latency_ms": {"p50": statistics.median(ms), "p95": ms[min(len(ms) - 1, int(0.95 * len(ms)))], "n": len(ms)},
+        "decode_ms": summarize([1000 * t for t in decode]),
+        "last_hits": len(hits),
+        "models": models,
+    }
+
+
+def format_voice(report: Result) -> str:
+    """One line: spoken query latency p50/p95 and the audio lengths."""
+    lat, aud = report["latency_ms"], report["audio_s"]
+    return (
+        f"spoken query (audio file in -> hits), {lat['n']} runs of {report['queries']} queries "
+        f"({aud['min']:.1f}-{aud['max']:.1f} s of speech): p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms "
+        f"(decode p50 {report['decode_ms']['median']:.0f} ms)"
+    )
+
+
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument(
         "--data-dir",
@@ -1979,7 +2040,7 @@ def _add_query_options(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``loupe bench {ingest,query,embed,scale}`` to the CLI's subparsers."""
+    """Add ``loupe bench {ingest,query,embed,scale,voice}`` to the CLI's subparsers."""
     p = sub.add_parser("bench", help="measure ingest, query, embedding and scale; writes JSON")
     bsub = p.add_subparsers(dest="bench_command", required=True)
 
@@ -2026,6 +2087,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # int8 is opt-in here: its optimize pass peaked at ~2 GB RSS per 100k points (measured), too much at 1M.
     # unified-only by default: with the offline profile's empty visual/audio slots 1M points would need ~14 GB RSS.
     _add_query_options(b, [10_000, 100_000, 1_000_000], ["dense"], ["none"], unified_only=True)
+
+    b = bsub.add_parser("voice", help="spoken query latency: audio file in -> hits (speech encoder + retrieval)")
+    _add_common(b, "voice")
+    b.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder to search (default sample/)")
 
 
 def _progress(msg: str) -> None:
@@ -2095,6 +2160,9 @@ def run(args: argparse.Namespace) -> int:
                 on_progress=_progress,
             )
             table = format_query(body)
+        elif cmd == "voice":
+            body = bench_voice(Path(args.corpus), repeats=args.repeats, profile=args.profile, workdir=workdir)
+            table = format_voice(body)
         else:
             if not Path(args.corpus).is_dir():
                 raise ConfigError(f"corpus folder {args.corpus} does not exist")

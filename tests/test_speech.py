@@ -399,3 +399,22 @@ def test_whisper_encoder_reports_a_missing_package(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(importlib.metadata, "version", version)
     with pytest.raises(EmbedError, match="pip install ctranslate2"):
         WhisperEncoder()
+
+
+@pytest.mark.slow  # ingests a folder and decodes 12 recordings through ffmpeg: seconds idle, minutes on a busy box
+def test_voice_bench_reports_latency_with_the_fake_profile(tmp_path: Path) -> None:
+    from app.bench import bench_voice, format_voice
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "notes.txt").write_text("The ferry leaves the pier at nine. Tickets are sold at the kiosk.")
+    work = tmp_path / "work"
+    work.mkdir()
+    report = bench_voice(corpus, repeats=1, profile="fake", workdir=work)
+    assert report["latency_ms"]["n"] == report["queries"] > 0
+    assert report["latency_ms"]["p50"] > 0 and report["audio_s"]["min"] > 0.5
+    assert "p50" in format_voice(report)
+    with pytest.raises(Exception, match="does not exist"):
+        bench_voice(tmp_path / "missing", repeats=1, profile="fake", workdir=work)
