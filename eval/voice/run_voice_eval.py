@@ -38,6 +38,13 @@ from embedder.profiles import EmbeddingProfile, Query  # noqa: E402
 from embedder.speech import SpeechEncoder, SpeechRoutedEmbedder  # noqa: E402
 
 
+class PassageRoleSpeechEncoder(SpeechEncoder):
+    """The speech encoder with its passage output used for queries too (for the --spoken-role comparison)."""
+
+    def embed(self, items: Any, *, role: Any = "passage") -> Any:
+        return super().embed(items, role="passage")
+
+
 def groups(queries: list[EvalQuery], langs: dict[str, str]) -> dict[str, list[str]]:
     """Query ids per group: English spoken queries, and German/French/Spanish ones (cross-lingual)."""
     return {
@@ -62,6 +69,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "eval" / "voice-devset.json")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--ingest-only", action="store_true", help="only build the corpus collection")
+    ap.add_argument("--modes", nargs="+", default=["native", "cascade", "typed"], help="which modes to run")
+    ap.add_argument(
+        "--spoken-role",
+        choices=["query", "passage"],
+        default="query",
+        help="head output for spoken queries (the product uses query; passage is the measured alternative)",
+    )
     args = ap.parse_args()
 
     raw = {d["id"]: d for d in map(json.loads, args.queries.read_text(encoding="utf-8").splitlines()) if d}
@@ -81,7 +95,7 @@ def main() -> None:
         print(f"ingest: {ingest.summary()} in {time.time() - t:.0f} s")
         if args.ingest_only:
             return
-        speech = SpeechEncoder()
+        speech = SpeechEncoder() if args.spoken_role == "query" else PassageRoleSpeechEncoder()
         profile = EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra))
         idx = lp.index()
         transcripts: dict[str, str] = {}
@@ -104,6 +118,8 @@ def main() -> None:
 
         for mode, hybrid in (("native", False), ("cascade", True), ("cascade", False), ("typed", True),
                              ("typed", False)):  # fmt: skip
+            if mode not in args.modes:
+                continue
             name = f"{mode}{'' if mode == 'native' else (' +bm25' if hybrid else ' dense')}"
             rep = run_queries(queries, HERE, functools.partial(run, mode=mode, hybrid=hybrid), k=args.k)
             results[name] = {
@@ -114,6 +130,7 @@ def main() -> None:
             }
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "ranks"}))
     out = {
+        "spoken_role": args.spoken_role,
         "what": "spoken dev-set queries (espeak-ng, held-out voices and sentences) -> pdf_page/text, offline profile",
         "queries": str(args.queries.relative_to(ROOT)),
         "n": len(queries),
