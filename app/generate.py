@@ -293,7 +293,10 @@ def _shingles(text: str, n: int) -> set[tuple[str, ...]]:
 # Six consecutive words of the rules (the sanctioned no-answer sentence excluded) in an answer is a leak; a
 # shorter run would match ordinary phrases such as "the passages do not contain".
 _LEAK_NGRAM = 6
-_RULE_SHINGLES = _shingles(SYSTEM_PROMPT.replace(NO_ANSWER, " "), _LEAK_NGRAM)
+# The sentence that prescribes the no-answer reply is left out: an honest "the passages do not contain the
+# answer" would share six words with it.
+_NO_ANSWER_RULE = re.compile(r"If the passages do not contain the answer[^.]*\.(?:\s*\"[^\"]*\")?")
+_RULE_SHINGLES = _shingles(_NO_ANSWER_RULE.sub(" ", SYSTEM_PROMPT), _LEAK_NGRAM)
 
 
 def leaks_instructions(text: str) -> bool:
