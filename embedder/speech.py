@@ -418,6 +418,11 @@ class SpeechRoutedEmbedder:
         """The wrapped backend's id plus the speech encoder's."""
         return {"unified": f"{self.base.model_ids['unified']}; speech: {self.speech.model_ids['unified']}"}
 
+    @property
+    def text(self) -> Any:
+        """The wrapped backend's text embedder, or None (benchmarks look for the e5 model through it)."""
+        return getattr(self.base, "text", None)
+
     def token_count(self, text: str) -> int:
         """Tokens the wrapped backend's text model reads (chunking asks for this)."""
         return int(self.base.token_count(text))

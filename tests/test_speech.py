@@ -257,6 +257,7 @@ def test_routing_sends_only_speech_to_the_speech_encoder(tiny_head_file: Path) -
     assert np.allclose(v[0], base.embed([TextInput("hello")], role="query")[0])
     assert np.allclose(v[1], speech.embed([said], role="query")[0], atol=1e-5)
     assert np.allclose(v[2], base.embed([sound], role="query")[0])
+    assert routed.text is None  # the fake has no separate text model; the bridge's e5 shows through
     assert speech.model_ids["unified"] in routed.model_ids["unified"]
     assert base.model_ids["unified"] in routed.model_ids["unified"]
     with pytest.raises(EmbedError, match="does not match"):
