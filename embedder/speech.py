@@ -307,6 +307,20 @@ def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
+def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float) -> np.ndarray:
+    """Set each row's component along ``mean_dir`` to ``level``, keeping the orthogonal part's direction.
+
+    e5's vectors share a common direction (any two sit at cosine >= ~0.7); InfoNCE training does not keep that
+    component, so uncalibrated head outputs score lower against typed queries than unrelated text passages do.
+    The checkpoint stores e5's mean direction and the targets' typical component along it.
+    """
+    v = l2_normalize(vectors)
+    mu = mean_dir / np.linalg.norm(mean_dir)
+    along = v @ mu
+    rest = l2_normalize(v - along[:, None] * mu[None, :])
+    return l2_normalize(level * mu[None, :] + np.sqrt(max(0.0, 1.0 - level**2)) * rest)
+
+
 def file_digest(path: Path) -> str:
     """First 12 hex digits of the file's sha256: the head's identity in the profile's model ids."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -320,6 +334,8 @@ def load_head(path: Path = HEAD_FILE) -> Any:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         head = build_head(ckpt["config"])
         head.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
+        cal = ckpt.get("calibration")
+        head.calibration = None if cal is None else {k: np.asarray(v, dtype=np.float32) for k, v in cal.items()}
     except FileNotFoundError as e:
         raise EmbedError(f"speech head {path} is missing; reinstall Loupe or run `loupe train speech`") from e
     except Exception as e:
@@ -379,6 +395,10 @@ class SpeechEncoder:
                 idx = order[s : s + self.batch_size]
                 x, m = collate([feats[i] for i in idx])
                 out[idx] = head(x, m)[:, which].numpy()
+        cal = getattr(head, "calibration", None)
+        if cal is not None:
+            name = "query" if which == 0 else "passage"
+            return calibrate(out, cal[f"{name}_mean"], float(cal[f"{name}_level"]))
         return l2_normalize(out)
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:

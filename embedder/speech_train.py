@@ -596,13 +596,30 @@ def train_head(
     return head.eval(), curve
 
 
-def save_head(head: Any, recipe: Recipe, path: Path) -> None:
-    """Write the checkpoint the runtime loads: config + float16 weights (half the size, no measurable loss)."""
+def calibration(targets: np.ndarray) -> dict[str, Any]:
+    """e5's mean query and passage directions and the targets' typical component along them (median)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for k, name in ((0, "query"), (1, "passage")):
+        mean = targets[:, k].mean(axis=0)
+        mu = mean / np.linalg.norm(mean)
+        out[f"{name}_mean"] = torch.from_numpy(mu.astype(np.float32))
+        out[f"{name}_level"] = float(np.median(targets[:, k] @ mu))
+    return out
+
+
+def save_head(head: Any, recipe: Recipe, path: Path, targets: np.ndarray | None = None) -> None:
+    """Write the checkpoint the runtime loads: config + float16 weights (half the size, no measurable loss), and
+    the output calibration computed from the e5 targets (see embedder.speech.calibrate)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() for k, v in head.state_dict().items()}
-    torch.save({"config": head_config(recipe.hidden, recipe.heads), "state": state}, path)
+    ckpt: dict[str, Any] = {"config": head_config(recipe.hidden, recipe.heads), "state": state}
+    if targets is not None:
+        ckpt["calibration"] = calibration(targets)
+    torch.save(ckpt, path)
 
 
 def e5_targets(table: Sequence[str], log: Callable[[str], None] = print) -> np.ndarray:
@@ -671,7 +688,7 @@ def run(
     t = time.time()
     head, curve = train_head(datasets["train"], datasets["val"], targets, langs, recipe, log)
     timings["train_s"] = round(time.time() - t, 1)
-    save_head(head, recipe, out)
+    save_head(head, recipe, out, targets)
     roles = role_comparison(head, datasets["val"], targets)
     timings["total_s"] = round(time.time() - t0, 1)
     report = {

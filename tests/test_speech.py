@@ -28,6 +28,7 @@ from embedder.speech import (
     SpeechRoutedEmbedder,
     WhisperEncoder,
     build_head,
+    calibrate,
     collate,
     head_config,
     log_mel,
@@ -180,6 +181,32 @@ def test_loss_does_not_count_repeats_of_a_sentence_as_negatives() -> None:
     pred = torch.stack([t[0], t[0]])  # two renders of the same sentence, predicted perfectly
     same = torch.ones(2, 2, dtype=torch.bool)
     assert float(loss_fn(pred, torch.stack([t[0], t[0]]), same, 0.05, 0.5)) < 1e-4
+
+
+def test_calibrate_sets_the_mean_component_and_keeps_the_rest() -> None:
+    rng = np.random.default_rng(4)
+    mean = rng.standard_normal(384).astype(np.float32)
+    v = rng.standard_normal((5, 384)).astype(np.float32)
+    out = calibrate(v, mean, 0.9)
+    mu = mean / np.linalg.norm(mean)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(out @ mu, 0.9, atol=1e-5)
+    rest_in = v - (v @ mu)[:, None] * mu
+    rest_out = out - (out @ mu)[:, None] * mu
+    cos = (rest_in * rest_out).sum(1) / np.linalg.norm(rest_in, axis=1) / np.linalg.norm(rest_out, axis=1)
+    assert np.allclose(cos, 1.0, atol=1e-5)
+
+
+def test_calibration_from_targets_is_the_mean_direction_and_median_level() -> None:
+    from embedder.speech_train import calibration
+
+    rng = np.random.default_rng(6)
+    common = rng.standard_normal(384)
+    t = common[None, None, :] + 0.5 * rng.standard_normal((50, 2, 384))
+    t /= np.linalg.norm(t, axis=-1, keepdims=True)
+    cal = calibration(t.astype(np.float32))
+    mu = common / np.linalg.norm(common)
+    assert float(cal["passage_mean"].numpy() @ mu) > 0.95 and 0.5 < cal["query_level"] < 1.0
 
 
 # --- encoder backend with a stub Whisper -----------------------------------------------------------------
