@@ -305,7 +305,7 @@ def leaks_instructions(text: str) -> bool:
 
 
 # A citation stands when at least this share of its sentence's content words occur in the cited passage. Set by
-# reading SmolLM2-135M answers while writing the prompt (docs/notes/rag.md): it tends to cite every passage it
+# reading SmolLM2-135M answers while writing the prompt (docs/rag.md): it tends to cite every passage it
 # was shown; there its wrong citations shared 0-11% of their sentence's words with the passage, right ones 78%.
 MIN_SUPPORT = 0.3
 _GENERIC = frozenset("passage passages states say says said according mentioned mentions shows source see also".split())

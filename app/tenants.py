@@ -87,7 +87,7 @@ class KeyStore:
             raise ConfigError(f"cannot read the API keys file {p}: {type(e).__name__}. Fix it or unset it.") from e
         raw = data.get("keys") if isinstance(data, dict) else None
         if not isinstance(raw, list):
-            raise ConfigError(f"API keys file {p} must hold a 'keys:' list (see docs/notes/api.md)")
+            raise ConfigError(f"API keys file {p} must hold a 'keys:' list (see docs/api.md)")
         entries = []
         for i, item in enumerate(raw):
             entries.append(_entry(p, i, item))

@@ -20,7 +20,7 @@ Backends (all behind :class:`embedder.base.Embedder`):
   embedding of a text query.
 
 Omni-Embed-Nemotron is not here: its checkpoint needs the model's own remote code on top of the Qwen2.5-Omni
-thinker; plain transformers cannot load it, and Loupe never runs downloaded code (docs/notes/embedders.md).
+thinker; plain transformers cannot load it, and Loupe never runs downloaded code (docs/embedders.md).
 
 Weights load on first use. By default only local folders and the local Hugging Face cache are read
 (``allow_download=False``): Loupe never fetches weights behind the user's back; a missing model fails with an
@@ -55,7 +55,7 @@ from embedder.base import (
 )
 
 INSTALL_HINT = "pip install torch==2.13.0 transformers==5.23.0 (the native profile runs models with transformers)"
-# Defaults: small, permissively licensed models of each family (docs/notes/embedders.md has the licences).
+# Defaults: small, permissively licensed models of each family (docs/embedders.md has the licences).
 DEFAULT_IMAGE_TEXT_MODEL = "google/siglip2-base-patch16-224"
 DEFAULT_AUDIO_TEXT_MODEL = "laion/clap-htsat-unfused"
 # Video windows: ingest cuts at most 32 frames at 1 FPS (design.md §1); longer lists are subsampled evenly.
