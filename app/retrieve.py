@@ -50,6 +50,9 @@ class Filters:
 
 def _place(seg: Segment) -> tuple[str, object]:
     loc = seg.locator
+    if seg.modality == "video_frame" and seg.media is not None:
+        # Frames that show the same picture (a still scene, ingest/video.py) tie exactly; one of them is enough.
+        return (seg.source.uri, ("picture", seg.meta.get("picture") or seg.media.path))
     if isinstance(loc, PageLoc):
         return (seg.source.uri, loc.page)
     if isinstance(loc, TimeLoc):

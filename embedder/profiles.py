@@ -123,7 +123,9 @@ class EmbeddingProfile:
         text = (seg.text or "").strip()
         media = seg.media
         if seg.modality in ("image", "video_frame") and "image" in kinds and media is not None:
-            return ImageInput(media.path, text or None)
+            # A video frame that shows the same picture as an earlier one is embedded from that frame's file
+            # (ingest/video.py), so the classifier's per-file cache runs it once.
+            return ImageInput(str(seg.meta.get("picture") or media.path), text or None)
         if seg.modality == "video_window" and "video" in kinds and seg.meta.get("frames"):
             return VideoInput(tuple(seg.meta["frames"]), text or None)
         if seg.modality in ("audio_clip", "speech_clip") and "audio" in kinds and media is not None:

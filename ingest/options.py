@@ -85,6 +85,10 @@ class IngestOptions(BaseModel):
     video_scene_cuts: bool = True
     video_scene_change: float = Field(default=30.0, ge=0.0, le=255.0)
     video_window_min_s: int = Field(default=2, ge=1, le=32)
+    # A frame whose colour grid is within this of the last embedded frame's (largest cell change, 0-255) is the
+    # same picture: it points at that frame's pixels (meta["picture"]), so the embedder classifies it once. Half
+    # the OCR change threshold, so a changed caption line still counts as a new picture; 0 embeds every frame.
+    video_same_picture: float = Field(default=4.0, ge=0.0, le=255.0)
 
     # --- audio (ingest/audio.py; also the audio track of a video) ---
     # Clips are cut at silences and at most this long (10 s ~ one or two spoken sentences; the speech encoder

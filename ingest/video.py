@@ -263,6 +263,9 @@ def frame_segments(
     warnings = stats.setdefault("warnings", [])
     n = n_windows = cuts = 0
     prev: np.ndarray | None = None
+    key_sig: np.ndarray | None = None  # the last frame whose own pixels are embedded, and its file
+    key_jpg = ""
+    same = 0
     args = frame_args(path, stream.index, big, tools, skip_nonref=opts.video_skip_nonref)
     with FfmpegReader(args, path, pipe_bytes=PIPE_FRAMES * size) as reader:
         for block in reader.blocks(size):
@@ -287,6 +290,13 @@ def frame_segments(
             cut = opts.video_scene_cuts and prev is not None and mean_change(sig, prev) >= opts.video_scene_change
             cuts += cut
             prev = sig
+            # Compared with the last embedded frame, not the previous one, so a slow drift still makes a new one.
+            if key_sig is not None and not cut and max_cell_change(sig, key_sig) < opts.video_same_picture:
+                picture = key_jpg
+                same += 1
+            else:
+                key_sig, key_jpg = sig, str(jpg)
+                picture = key_jpg
             loc = TimeLoc(float(t), _end(t, info.duration_s))
             yield Segment(
                 id=segment_id(source, "video_frame", loc),
@@ -295,7 +305,11 @@ def frame_segments(
                 locator=loc,
                 text=text,
                 media=MediaRef(path=str(jpg), kind="image"),
-                meta={"frame_s": float(t), **({"ocr": True} if text else {})},
+                meta={
+                    "frame_s": float(t),
+                    **({"ocr": True} if text else {}),
+                    **({"picture": picture} if picture != str(jpg) else {}),
+                },
             )
             n += 1
             closed = windows.frame(t, cut)
@@ -304,7 +318,7 @@ def frame_segments(
                 if b <= t:
                     yield _window(source, recent, a, b, info.duration_s)
                     n_windows += 1
-            recent.append((t, str(jpg), text))
+            recent.append((t, picture, text))
             for a, b in closed:
                 if b > t:
                     yield _window(source, recent, a, b, info.duration_s)
@@ -316,6 +330,7 @@ def frame_segments(
         stats["frames"] = n
         stats["windows"] = n_windows
         stats["scene_cuts"] = cuts
+        stats["frames_same_picture"] = same
         if texts is not None:
             stats["frames_ocr"] = texts.calls
             stats["ocr_s"] = round(texts.seconds, 3)

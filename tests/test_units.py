@@ -11,7 +11,7 @@ from app.config import load_settings
 from app.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError, UnknownNameError
 from app.generate import extractive_answer
 from app.retrieve import group_hits
-from app.types import Hit, PageLoc, Segment, SourceRef, TimeLoc, segment_id
+from app.types import Hit, MediaRef, PageLoc, Segment, SourceRef, TimeLoc, segment_id
 from embedder.base import l2_normalize, length_sorted_batches
 from embedder.profiles import create_profile
 from index.points import payload_segment, point_id, segment_payload
@@ -124,6 +124,22 @@ def test_grouping_never_mixes_two_versions_of_a_file() -> None:
         (Segment("o3", old_src, "text", PageLoc(3), "old"), 0.7),
     ]
     assert [h.segment.id for h in group_hits(found, k=10, per_source=3)] == ["n2"]
+
+
+def test_grouping_keeps_one_of_the_frames_that_show_the_same_picture() -> None:
+    """A still scene's frames tie exactly (ingest/video.py embeds them from one file): one of them is enough,
+    so a window of the same video still finds a place among the source's three."""
+    src = SourceRef("/x/v.mp4", "3" * 64, "video/mp4", "v", 10, 1.0)
+
+    def frame(t: int, picture: int) -> Segment:
+        meta = {} if t == picture else {"picture": f"/m/frame-{picture}.jpg"}
+        return Segment(
+            f"f{t}", src, "video_frame", TimeLoc(t, t + 1), None, MediaRef(f"/m/frame-{t}.jpg", "image"), meta
+        )
+
+    window = Segment("w", src, "video_window", TimeLoc(34, 41), None, None, {})
+    found = [(frame(37, 34), 0.9), (frame(36, 34), 0.9), (frame(34, 34), 0.9), (window, 0.8), (frame(50, 50), 0.7)]
+    assert [h.segment.id for h in group_hits(found, k=10, per_source=3)] == ["f37", "w", "f50"]
 
 
 def test_network_guard_blocks_outside_connections() -> None:

@@ -596,3 +596,34 @@ def test_two_hour_video_in_the_memory_of_ten_minutes(tmp_path: Path) -> None:
     # The streaming path without frame OCR (as measured before OCR existed: 1.01x). OCR keeps O(1) state (the last
     # read frame's signature and text); with "auto" this run would add ~730 reads of testsrc's counter.
     check_constant_memory(tmp_path, 600, 7200, "off")
+
+
+@needs_ffmpeg
+def test_frames_showing_the_same_picture_are_embedded_from_one_file(tmp_path: Path) -> None:
+    """A still scene is classified once: its later frames point at the first frame's pixels (meta["picture"]),
+    windows list those files, and the profile embeds them from there; a changed picture starts a new one."""
+    from embedder.profiles import create_profile
+    from tests.media_fixtures import scene_picture
+
+    w, h, fps = 320, 240, 5
+    frames = scene_picture(0, (w, h), True) * fps * 4 + scene_picture(3, (w, h), True) * fps * 4
+    src = tmp_path / "still.mp4"
+    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0"]
+    ffmpeg(*args, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", src, stdin=frames)
+
+    segs, report = run_ingest(src, opts_for(tmp_path))
+    frame_segs = of(segs, "video_frame")
+    assert len(frame_segs) == 8 and report["frames_same_picture"] == 6
+    own = [s.media.path for s in frame_segs if s.media is not None]
+    pictures = [str(s.meta.get("picture", s.media.path if s.media else "")) for s in frame_segs]
+    assert pictures == [own[0]] * 4 + [own[4]] * 4
+    assert all("picture" not in s.meta for s in (frame_segs[0], frame_segs[4]))
+    windows = of(segs, "video_window")
+    assert [f for w_ in windows for f in w_.meta["frames"]] == pictures
+    profile = create_profile("fake")
+    inputs = [profile.segment_input(s) for s in frame_segs]
+    assert [getattr(i, "path", None) for i in inputs] == pictures
+
+    # 0 turns it off: every frame is its own picture.
+    segs, report = run_ingest(src, opts_for(tmp_path / "off", video_same_picture=0.0))
+    assert report["frames_same_picture"] == 0 and not any("picture" in s.meta for s in of(segs, "video_frame"))
