@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     render_dpi: int = Field(default=100, ge=36, le=300)
     # Video frames: OCR where the picture changed, within a per-minute budget ("auto"), every change ("on"), never.
     video_ocr: Literal["auto", "on", "off"] = "auto"
+    # A query picture with text in it (a photo of a page, a slide, a frame with a caption): its OCR text becomes the
+    # query's text part when the user typed none (fused with the picture by RRF). Off: pictures are matched by
+    # their pixels only.
+    query_image_ocr: bool = True
     # Answers (app/llm.py): "local" runs a packaged GGUF model in-process; "openai" any OpenAI-compatible URL
     # (Ollama, vLLM, llama.cpp server); "gemini" needs a key; "vlm" a local transformers VLM folder (GPU);
     # "extractive" quotes the best passages. Any generator that fails falls back to the extractive answer.

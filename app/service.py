@@ -5,6 +5,7 @@ The index is opened on first use and kept open (embedded Qdrant allows one proce
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from embedder.base import AudioInput
 from embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, profile_from_settings
 from index.store import Index, IndexConfig
 from ingest import IngestOptions
+
+log = logging.getLogger(__name__)
 
 
 def index_config(settings: Settings, collection: str | None = None, tenant: str | None = None) -> IndexConfig:
@@ -70,6 +73,30 @@ def decode_query_audio(path: str) -> AudioInput:
     except Exception as e:
         raise EmbedError(f"cannot decode the audio query {path}: {e}") from e
     return AudioInput(samples, CLIP_RATE, speech=True)
+
+
+# Fewer recognised words than this is noise (a logo, an axis tick), not text to search by.
+QUERY_OCR_MIN_WORDS = 3
+QUERY_OCR_MIN_SCORE = 0.6
+
+
+def query_image_text(path: str, ocr: Any = None) -> str:
+    """The text an analyst's query picture shows (OCR lines with confidence >= 0.6), or "" when it shows fewer than
+    three words or cannot be read. The picture is still searched by its pixels either way."""
+    import numpy as np
+    from PIL import Image
+
+    from ingest.ocr import default_ocr
+
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        lines = (ocr or default_ocr())(pixels)
+    except Exception as e:  # a picture OCR cannot read is searched by its pixels alone
+        log.info("query picture %s not OCR'd: %s", path, type(e).__name__)
+        return ""
+    text = " ".join(line.text for line in lines if line.score >= QUERY_OCR_MIN_SCORE).strip()
+    return text if len(text.split()) >= QUERY_OCR_MIN_WORDS else ""
 
 
 class Loupe:
@@ -156,6 +183,8 @@ class Loupe:
         filters: Filters | None = None,
     ) -> list[Hit]:
         """Hits for a text (and, with later profiles, image/voice) query; [] for an empty collection."""
+        if image and not (text and text.strip()) and self.settings.query_image_ocr:
+            text = query_image_text(image) or None
         query = Query(text=text, image=image, audio=decode_query_audio(audio) if audio else None)
         if not query.kinds():
             return []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from app.config import load_settings
 from app.service import Loupe
 from tests.conftest import write_pdf
@@ -158,3 +160,37 @@ def test_deleting_a_source_keeps_media_another_collection_uses(tmp_path: Path, d
         assert a.delete_source(str(pdf)) > 0
         assert all(Path(m.path).exists() for m in b_media)
         assert not list((data_dir / "media" / "a").rglob("*.jpg"))
+
+
+def test_query_picture_text_needs_three_confident_words(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from app.service import query_image_text
+    from ingest.ocr import OcrLine
+
+    pic = tmp_path / "q.png"
+    Image.new("RGB", (64, 32), "white").save(pic)
+
+    def ocr_of(*lines: tuple[str, float]):  # type: ignore[no-untyped-def]
+        return lambda image: [OcrLine(t, s, (0, 0, 1, 1)) for t, s in lines]
+
+    assert query_image_text(str(pic), ocr_of(("north channel", 0.9), ("dredging", 0.8))) == "north channel dredging"
+    assert query_image_text(str(pic), ocr_of(("north channel", 0.9), ("dredging", 0.3))) == ""  # 2 confident words
+    assert query_image_text(str(tmp_path / "missing.png"), ocr_of(("a b c", 0.9))) == ""
+
+
+@pytest.mark.model
+def test_a_photo_of_a_page_finds_the_page(corpus: Path, data_dir: Path, tmp_path: Path) -> None:
+    """The query picture's text (real RapidOCR) becomes the text part; without it the fake profile has only pixels."""
+    from PIL import Image, ImageDraw
+
+    pic = tmp_path / "photo.png"
+    im = Image.new("RGB", (900, 120), "white")
+    ImageDraw.Draw(im).text((10, 40), "Dredging of the north channel removed silt", fill="black", font_size=36)
+    im.save(pic)
+    with loupe(data_dir) as lp:
+        lp.ingest([corpus])
+        hits = lp.search(image=str(pic), k=3)
+        assert Path(hits[0].segment.source.uri).name == "report.pdf" and hits[0].locator_json == 2
+        lp.settings = lp.settings.model_copy(update={"query_image_ocr": False})
+        assert not any(h.locator_json == 2 and h.rank == 1 for h in lp.search(image=str(pic), k=3))
