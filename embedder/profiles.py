@@ -6,6 +6,7 @@ collection with another profile raises :class:`~app.errors.ProfileMismatchError`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from app.types import Segment
 from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, InputKind, TextInput, VideoInput, input_kind
 from embedder.e5 import E5Embedder
 from embedder.fake import FakeEmbedder
+
+log = logging.getLogger(__name__)
 
 UNIFIED = "unified"
 # Audio clips in the media store are 16 kHz mono WAV (ingest/audio.py writes them).
@@ -215,6 +218,9 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     unified, extra = offline_backends(**opts)
     if not HEAD_FILE.is_file():
         # A checkout whose head was removed (to retrain it) keeps speech on the bridge; the model id says so.
+        log.warning(
+            "speech head %s is missing: speech stays on the sound-event bridge (run `loupe train speech`)", HEAD_FILE
+        )
         return EmbeddingProfile("offline", unified, extra=dict(extra))
     speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
     return EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra))

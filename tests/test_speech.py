@@ -446,3 +446,17 @@ def test_voice_bench_reports_latency_with_the_fake_profile(tmp_path: Path) -> No
     assert "p50" in format_voice(report)
     with pytest.raises(Exception, match="does not exist"):
         bench_voice(tmp_path / "missing", repeats=1, profile="fake", workdir=work)
+
+
+def test_offline_profile_without_the_head_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkout without the trained head keeps speech on the bridge, and warns instead of degrading silently."""
+    import embedder.speech
+    from embedder.profiles import create_profile
+
+    monkeypatch.setattr(embedder.speech, "HEAD_FILE", tmp_path / "missing.pt")
+    with caplog.at_level("WARNING", logger="embedder.profiles"):
+        profile = create_profile("offline")
+    assert "speech head" in caplog.text and "loupe train speech" in caplog.text
+    assert "speech head" not in profile.info.model_ids["unified"]
