@@ -484,21 +484,26 @@ def batches(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]
         yield order[s : s + size]
 
 
+def predict(head: Any, ds: Dataset, batch: int = 256) -> np.ndarray:
+    """The head's (query, passage) outputs for every item of a split, in order, without gradients."""
+    import torch
+
+    head.eval()
+    preds = []
+    with torch.no_grad():
+        for s in range(0, len(ds), batch):
+            x, m = collate([ds.item(i) for i in range(s, min(len(ds), s + batch))])
+            preds.append(head(x, m).numpy())
+    return np.concatenate(preds)
+
+
 def evaluate(head: Any, ds: Dataset, targets: np.ndarray, langs: Sequence[str]) -> dict[str, float]:
     """Validation: mean cosine to the query/passage targets, and speech→text R@1/R@5 among the split's sentences.
 
     Retrieval ranks every validation sentence's e5 passage vector by the head's query output, as a spoken query
     would rank pages.
     """
-    import torch
-
-    head.eval()
-    preds = []
-    with torch.no_grad():
-        for s in range(0, len(ds), 256):
-            x, m = collate([ds.item(i) for i in range(s, min(len(ds), s + 256))])
-            preds.append(head(x, m).numpy())
-    pred = np.concatenate(preds)
+    pred = predict(head, ds)
     tgt = targets[ds.sentence]
     cos_q = float((pred[:, 0] * tgt[:, 0]).sum(-1).mean())
     cos_p = float((pred[:, 1] * tgt[:, 1]).sum(-1).mean())
@@ -523,15 +528,7 @@ def role_comparison(head: Any, ds: Dataset, targets: np.ndarray) -> dict[str, fl
     (product) or passage output. ``speech_passage_*``: a typed e5 *query* ranks the recordings, embedded with the
     head's passage output (product) or query output.
     """
-    import torch
-
-    head.eval()
-    preds = []
-    with torch.no_grad():
-        for s in range(0, len(ds), 256):
-            x, m = collate([ds.item(i) for i in range(s, min(len(ds), s + 256))])
-            preds.append(head(x, m).numpy())
-    pred = np.concatenate(preds)
+    pred = predict(head, ds)
     sids = np.unique(ds.sentence)
     pos = np.searchsorted(sids, ds.sentence)
 
