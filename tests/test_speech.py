@@ -31,15 +31,20 @@ from embedder.speech import (
     calibrate,
     collate,
     head_config,
+    load_head,
     log_mel,
     padded_frames,
     pool_frames,
+    soft_head_config,
     voiced_frames,
 )
 from embedder.speech_train import (
     Dataset,
     Recipe,
     augment,
+    bag_loss,
+    codebook_ids,
+    length_batches,
     loss_fn,
     overlaps_dev,
     plan,
@@ -172,6 +177,136 @@ def test_training_steps_decrease_the_loss() -> None:
         loss.backward()
         opt.step()
     assert float(loss_fn(head(x, m), targets, same, 0.05, 0.5).detach()) < 0.5 * first
+
+
+# --- the soft-token head (version 2) --------------------------------------------------------------------------
+
+CODE = [5, 9, 13, 100, 2000, 31337, 45, 77, 1234, 999]  # any e5 word-piece ids
+
+
+def small_soft_head(hidden: int = 16) -> object:
+    import torch
+
+    torch.manual_seed(0)
+    return build_head(soft_head_config(CODE, stack=3, hidden=hidden, rank=8))
+
+
+def test_soft_head_outputs_unit_query_and_passage_vectors_from_e5() -> None:
+    import torch
+
+    head = small_soft_head()
+    feats = [SpeechFeatures(np.random.default_rng(i).standard_normal((n, ENCODER_DIM)).astype(np.float32),
+                            np.ones(n, bool)) for i, n in enumerate((7, 12))]  # fmt: skip
+    with torch.no_grad():
+        y = head(*collate(feats))  # type: ignore[operator]
+    assert y.shape == (2, 2, 384)
+    assert torch.allclose(y.norm(dim=-1), torch.ones(2, 2), atol=1e-5)
+    # the query and passage prefixes give e5's two different vectors of the same soft tokens
+    assert float((y[:, 0] * y[:, 1]).sum(-1).min()) < 0.9999
+    # only the adapter trains; e5 is outside the module tree, so the checkpoint holds the adapter alone
+    assert set(head.state_dict()) == {  # type: ignore[attr-defined]
+        "norm.weight",
+        "norm.bias",
+        "inp.weight",
+        "inp.bias",
+        "conv.weight",
+        "conv.bias",
+        "proj.weight",
+        "proj.bias",
+        "out.weight",
+        "out.bias",
+    }
+
+
+def test_soft_head_vector_does_not_depend_on_batch_padding() -> None:
+    import torch
+
+    head = small_soft_head()
+    rng = np.random.default_rng(2)
+    a = SpeechFeatures(rng.standard_normal((8, ENCODER_DIM)).astype(np.float32), np.ones(8, bool))
+    longer = SpeechFeatures(rng.standard_normal((29, ENCODER_DIM)).astype(np.float32), np.ones(29, bool))
+    with torch.no_grad():
+        alone = head(*collate([a]))[0]  # type: ignore[operator]
+        padded = head(*collate([longer, a]))[1]  # type: ignore[operator]
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_soft_tokens_are_mixtures_of_the_codebook_pieces() -> None:
+    import torch
+
+    from embedder.e5_torch import read_weights
+
+    head = small_soft_head()
+    x = torch.randn(1, 9, ENCODER_DIM)
+    p, keep = head.posteriors(x)  # type: ignore[attr-defined]
+    assert p.shape == (1, 3, len(CODE)) and keep.all()
+    assert torch.allclose(p.sum(-1), torch.ones(1, 3), atol=1e-5)
+    rows = torch.from_numpy(read_weights().word_vectors(CODE))
+    assert torch.allclose(head.codebook, rows)  # type: ignore[attr-defined]
+
+
+def test_bag_loss_trains_the_soft_tokens_towards_the_spoken_pieces() -> None:
+    import torch
+
+    head = small_soft_head(hidden=32)
+    x = torch.randn(4, 12, ENCODER_DIM)
+    hist = torch.zeros(4, len(CODE))
+    for row, cols in enumerate(([0, 1], [2, 3, 3], [4], [5, 6, 7])):
+        for c in cols:
+            hist[row, c] += 1
+    hist = hist / hist.sum(1, keepdim=True)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2)  # type: ignore[attr-defined]
+    first = float(bag_loss(*head.posteriors(x), hist).detach())  # type: ignore[attr-defined]
+    for _ in range(30):
+        loss = bag_loss(*head.posteriors(x), hist)  # type: ignore[attr-defined]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    p, keep = head.posteriors(x)  # type: ignore[attr-defined]
+    assert float(bag_loss(p, keep, hist).detach()) < 0.5 * first
+    assert int(p[2].mean(0).argmax()) == 4  # the row that said only piece 4 now puts its mass there
+
+
+def test_codebook_keeps_pieces_seen_often_enough_and_length_batches_cover_all() -> None:
+    pieces = [[1, 2, 3], [2, 3], [3, 4], [9]]
+    assert codebook_ids(pieces, np.array([0, 1, 2, 2]), 2) == [2, 3]  # sentence 2 twice counts once
+    lengths = np.array([5, 50, 7, 48, 6, 49, 8, 47])
+    got = list(length_batches(lengths, 2, np.random.default_rng(0)))
+    assert sorted(int(i) for b in got for i in b) == list(range(8))
+    assert all(abs(int(lengths[b[0]]) - int(lengths[b[1]])) <= 2 for b in got)  # neighbours in length
+
+
+def test_soft_head_checkpoint_round_trip(tmp_path: Path) -> None:
+    import torch
+
+    head = small_soft_head()
+    path = tmp_path / "soft.pt"
+    save_head(head, Recipe(), path, targets=np.zeros((3, 2, 384), np.float32))
+    back = load_head(path)
+    assert back.config["code_ids"] == CODE and getattr(back, "calibration", None) is None
+    x = torch.randn(1, 6, ENCODER_DIM)
+    with torch.no_grad():
+        assert torch.allclose(head(x, torch.ones(1, 6, dtype=torch.bool)), back(x, torch.ones(1, 6, dtype=torch.bool)),  # type: ignore[operator]
+                              atol=2e-3)  # float16 storage  # fmt: skip
+
+
+def test_blended_checkpoint_mixes_query_outputs_and_keeps_the_soft_passage(tmp_path: Path) -> None:
+    import torch
+
+    soft = small_soft_head()
+    pooled = build_head(head_config(hidden=16, heads=2))
+    pooled_file, blended_file = tmp_path / "pooled.pt", tmp_path / "blended.pt"
+    save_head(pooled, Recipe(hidden=16, heads=2), pooled_file)
+    save_head(soft, Recipe(), blended_file, blend=(pooled_file, 0.3))
+    head = load_head(blended_file)
+    x = torch.randn(2, 9, ENCODER_DIM)
+    m = torch.ones(2, 9, dtype=torch.bool)
+    with torch.no_grad():
+        got, a, b = head(x, m), load_head(blended_file).main(x, m), load_head(pooled_file)(x, m)
+    want = torch.nn.functional.normalize(0.7 * a[:, 0] + 0.3 * b[:, 0], dim=-1)
+    assert torch.allclose(got[:, 0], want, atol=1e-5) and torch.allclose(got[:, 1], a[:, 1], atol=1e-5)
+    with pytest.raises(Exception, match="itself a blend"):
+        save_head(soft, Recipe(), tmp_path / "twice.pt", blend=(blended_file, 0.3))
 
 
 def test_loss_does_not_count_repeats_of_a_sentence_as_negatives() -> None:
@@ -353,6 +488,8 @@ def test_train_command_rejects_bad_sizes() -> None:
     with pytest.raises(SystemExit):
         main(["train", "nothing"])
     assert main(["train", "speech", "--epochs", "0"]) == 2
+    assert main(["train", "speech", "--blend-pooled", "1.5"]) == 2
+    assert main(["train", "speech", "--e2e-steps", "-1"]) == 2
 
 
 def test_train_command_is_wired_to_the_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -370,6 +507,9 @@ def test_train_command_is_wired_to_the_recipe(monkeypatch: pytest.MonkeyPatch, t
                  "--out", str(tmp_path / "h.pt"), "--report", str(tmp_path / "r.json")]) == 0  # fmt: skip
     assert seen["recipe"] == Recipe(epochs=3, seed=9) and seen["out"] == tmp_path / "h.pt"
     assert (tmp_path / "r.json").is_file()
+    assert main(["train", "speech", "--arch", "pooled", "--blend-pooled", "0", "--e2e-steps", "0",
+                 "--cache-dir", str(tmp_path)]) == 0  # fmt: skip
+    assert seen["recipe"] == Recipe(arch="pooled", blend_pooled=0.0, e2e_steps=0)
 
 
 # --- the shipped head on real speech (model) -------------------------------------------------------------
