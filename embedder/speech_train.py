@@ -80,7 +80,7 @@ class Recipe:
     renders_per_sentence: float = 1.3
     val_fraction: float = 0.08
     arch: str = "soft-tokens"  # or "pooled" (the version-1 head: pooled frames -> MLP)
-    epochs: int = 4
+    epochs: int = 5
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -89,7 +89,7 @@ class Recipe:
     stack: int = 6
     rank: int = 256
     min_piece_count: int = 2
-    e2e_steps: int = 0  # soft-tokens: batches of the second stage (through e5); 0 = bag loss only
+    e2e_steps: int = 150  # soft-tokens: batches of the second stage (through e5); 0 = bag loss only
     e2e_lr: float = 3e-4
     # soft-tokens: share of the pooled head (a version-1 checkpoint in embedder/data) in the spoken-query vector
     blend_pooled: float = 0.3

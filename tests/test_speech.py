@@ -290,6 +290,28 @@ def test_soft_head_checkpoint_round_trip(tmp_path: Path) -> None:
                               atol=2e-3)  # float16 storage  # fmt: skip
 
 
+def test_e2e_stage_runs_through_e5_and_never_keeps_a_worse_head() -> None:
+    import torch
+
+    from embedder.speech_train import evaluate, fine_tune_through_e5
+
+    rng = np.random.default_rng(0)
+    lens = rng.integers(10, 30, 12)
+    frames = rng.standard_normal((int(lens.sum()), ENCODER_DIM)).astype(np.float16)
+    ds = Dataset(frames, np.ones(len(frames), bool), np.concatenate([[0], np.cumsum(lens)]), np.arange(12) % 6)
+    pieces = [[5, 9, 13], [100, 2000], [45, 77, 9], [1234], [999, 5], [13, 13, 77]]
+    targets = rng.standard_normal((6, 2, 384)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=-1, keepdims=True)
+    head = small_soft_head()
+    before = evaluate(head, ds, targets, ["en"] * 6)
+    start = {k: v.clone() for k, v in head.state_dict().items()}  # type: ignore[attr-defined]
+    (row,) = fine_tune_through_e5(head, ds, ds, targets, ["en"] * 6, pieces, Recipe(batch_size=4, e2e_steps=3))
+    assert row["stage"] == "e2e" and row["steps"] == 3
+    moved = any(not torch.equal(v, start[k]) for k, v in head.state_dict().items())  # type: ignore[attr-defined]
+    # either the stage helped (and the head moved) or the head is exactly what it was
+    assert moved == (row["r5"] >= before["r5"])
+
+
 def test_blended_checkpoint_mixes_query_outputs_and_keeps_the_soft_passage(tmp_path: Path) -> None:
     import torch
 
