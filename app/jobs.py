@@ -154,24 +154,30 @@ class JobManager:
         def progress(i: int, n: int, path: str) -> None:
             job.files_done, job.files_total, job.current = i, n, job.name_of(path)
 
+        error: str | None = None
         try:
             report = self.runner(job, progress)
         except Exception as e:  # a job failing as a whole (collection unopenable…) is reported, not raised
             log.warning("ingest job %s failed: %s", job.id, type(e).__name__)
-            job.state, job.error = "failed", _public_error(e)
-        else:
-            job.state = "done"
-            job.files_done = job.files_total = len(report.files)
-            summary = report.summary()
-            summary.pop("collection", None)
-            job.summary = summary
-            job.failures = [
-                {"file": job.name_of(f.path), "status": f.status, "reason": (f.reason or "").replace(f.path, "")}
-                for f in report.files
-                if f.status in ("failed", "skipped")
-            ][:MAX_LISTED_FAILURES]
-        job.current, job.finished = None, time.time()
-        self._save(job)
+            error = _public_error(e)
+        # The final state is published and written under the lock: whoever sees "done" or "failed" (wait_idle, an
+        # API poll) must find it on disk too, or a restart right then would re-run a finished job.
+        with self._lock:
+            if error is not None:
+                job.state, job.error = "failed", error
+            else:
+                job.state = "done"
+                job.files_done = job.files_total = len(report.files)
+                summary = report.summary()
+                summary.pop("collection", None)
+                job.summary = summary
+                job.failures = [
+                    {"file": job.name_of(f.path), "status": f.status, "reason": (f.reason or "").replace(f.path, "")}
+                    for f in report.files
+                    if f.status in ("failed", "skipped")
+                ][:MAX_LISTED_FAILURES]
+            job.current, job.finished = None, time.time()
+            self._save(job)
 
 
 def _public_error(e: Exception) -> str:
