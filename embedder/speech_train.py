@@ -559,6 +559,50 @@ def role_comparison(head: Any, ds: Dataset, targets: np.ndarray) -> dict[str, fl
     return out
 
 
+def log_row(log: Callable[[str], None], prefix: str, row: dict[str, Any]) -> None:
+    """One line per validation row: floats to 3 decimals."""
+    log(prefix + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def run_epochs(
+    head: Any,
+    step_loss: Callable[[np.ndarray], Any],
+    batch_order: Callable[[], Iterator[np.ndarray]],
+    opt: Any,
+    sched: Any,
+    val: Dataset,
+    targets: np.ndarray,
+    langs: Sequence[str],
+    epochs: int,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The epoch loop both head types share: one optimiser step per batch (``step_loss(batch indices)`` gives the
+    loss), validation after each epoch, and the epoch with the best validation R@5 (then query cosine) restored."""
+    curve: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float], dict[str, Any]] | None = None
+    t0 = time.time()
+    for epoch in range(1, epochs + 1):
+        head.train()
+        total, n = 0.0, 0
+        for idx in batch_order():
+            loss = step_loss(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, n = total + float(loss.detach()), n + 1
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), **evaluate(head, val, targets, langs)}
+        row["elapsed_s"] = round(time.time() - t0, 1)
+        curve.append(row)
+        log_row(log, "  ", row)
+        score = (row["r5"], row["cos_query"])
+        if best is None or score > best[0]:
+            best = (score, {k: v.detach().clone() for k, v in head.state_dict().items()})
+    if best is not None:
+        head.load_state_dict(best[1])
+    return curve
+
+
 def train_head(
     train: Dataset,
     val: Dataset,
@@ -577,32 +621,14 @@ def train_head(
     steps = max(1, recipe.epochs * (len(train) // recipe.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.1)
     tgt_all = torch.from_numpy(targets)
-    curve: list[dict[str, float]] = []
-    best: tuple[tuple[float, float], dict[str, Any]] | None = None
-    t0 = time.time()
-    for epoch in range(1, recipe.epochs + 1):
-        head.train()
-        total, n = 0.0, 0
-        for idx in batches(len(train), recipe.batch_size, rng):
-            x, m = collate([train.item(int(i)) for i in idx])
-            sid = torch.from_numpy(train.sentence[idx])
-            loss = loss_fn(
-                head(x, m), tgt_all[sid], sid[:, None] == sid[None, :], recipe.temperature, recipe.nce_weight
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + float(loss.detach()), n + 1
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), **evaluate(head, val, targets, langs)}
-        row["elapsed_s"] = round(time.time() - t0, 1)
-        curve.append(row)
-        log("  " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        score = (row["r5"], row["cos_query"])
-        if best is None or score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in head.state_dict().items()})
-    if best is not None:
-        head.load_state_dict(best[1])
+
+    def step_loss(idx: np.ndarray) -> Any:
+        x, m = collate([train.item(int(i)) for i in idx])
+        sid = torch.from_numpy(train.sentence[idx])
+        return loss_fn(head(x, m), tgt_all[sid], sid[:, None] == sid[None, :], recipe.temperature, recipe.nce_weight)
+
+    curve = run_epochs(head, step_loss, lambda: batches(len(train), recipe.batch_size, rng), opt, sched, val,
+                       targets, langs, recipe.epochs, log)  # fmt: skip
     return head.eval(), curve
 
 
@@ -686,30 +712,14 @@ def train_soft_head(
     steps = max(1, recipe.epochs * (len(train) // recipe.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps, pct_start=0.05)
     lengths = np.diff(train.offsets)
-    curve: list[dict[str, Any]] = []
-    best: tuple[tuple[float, float], dict[str, Any]] | None = None
-    t0 = time.time()
-    for epoch in range(1, recipe.epochs + 1):
-        head.train()
-        total, n = 0.0, 0
-        for idx in length_batches(lengths, recipe.batch_size, rng):
-            x, _ = collate([train.item(int(i)) for i in idx])
-            p, keep = head.posteriors(x)
-            loss = bag_loss(p, keep, hist[torch.from_numpy(train.sentence[idx])])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + float(loss.detach()), n + 1
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), **evaluate(head, val, targets, langs)}
-        row["elapsed_s"] = round(time.time() - t0, 1)
-        curve.append(row)
-        log("  " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        score = (row["r5"], row["cos_query"])
-        if best is None or score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in head.state_dict().items()})
-    if best is not None:
-        head.load_state_dict(best[1])
+
+    def step_loss(idx: np.ndarray) -> Any:
+        x, _ = collate([train.item(int(i)) for i in idx])
+        p, keep = head.posteriors(x)
+        return bag_loss(p, keep, hist[torch.from_numpy(train.sentence[idx])])
+
+    curve = run_epochs(head, step_loss, lambda: length_batches(lengths, recipe.batch_size, rng), opt, sched, val,
+                       targets, langs, recipe.epochs, log)  # fmt: skip
     if recipe.e2e_steps > 0:
         curve += fine_tune_through_e5(head, train, val, targets, langs, pieces, recipe, log)
     return head.eval(), curve
@@ -777,7 +787,7 @@ def fine_tune_through_e5(
     row: dict[str, Any] = {"epoch": recipe.epochs + 1, "stage": "e2e", "steps": step}
     row.update(evaluate(head, val, targets, langs))
     row["elapsed_s"] = round(time.time() - t0, 1)
-    log("  e2e " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    log_row(log, "  e2e ", row)
     if row["r5"] < before["r5"]:
         log(f"  e2e stage lowered validation R@5 ({before['r5']:.3f} -> {row['r5']:.3f}): kept the bag-loss head")
         head.load_state_dict(saved)
@@ -910,7 +920,7 @@ def run(
         head = load_head(out)
         row: dict[str, Any] = {"epoch": len(curve) + 1, "stage": "blend"}
         row.update(evaluate(head, datasets["val"], targets, langs))
-        log("  blend " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        log_row(log, "  blend ", row)
         curve.append(row)
     roles = role_comparison(head, datasets["val"], targets)
     timings["total_s"] = round(time.time() - t0, 1)
