@@ -14,7 +14,8 @@ import numpy as np
 
 from app.types import Hit, PageLoc, Segment, TimeLoc
 from embedder.profiles import EmbeddingProfile, Query, QueryVector
-from index.engines import FieldFilter
+from embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
+from index.engines import FieldFilter, Sparse
 from index.store import Index
 
 
@@ -206,6 +207,11 @@ def search(
     w = query.weights
     dense = dense_stages(vectors, w, fusion)
     flt = filters.to_field_filter() if filters else None
+    # A spoken query's keyword stage: its soft tokens' e5 word pieces (embedder/pieces.py), as BM25 is a typed one's.
+    pieces = None
+    if hybrid and query.audio is not None and query.audio.speech and profile.pieces is not None:
+        weights = profile.pieces.spoken(query.audio)
+        pieces = Sparse(*weights) if weights else None
     # Ask for more than k: grouping removes repeated places and sources.
     limit = max(k * 5, 50)
     found = index.search(
@@ -215,6 +221,8 @@ def search(
         limit=limit,
         prefetch_limit=max(limit, 100),
         bm25_weight=w.get("bm25", 1.0),
+        pieces=pieces,
+        pieces_weight=w.get("pieces", PIECES_WEIGHT),
     )
     hits = group_hits(found, k, per_source)
     if reranker is not None and query.text and hits:

@@ -135,7 +135,8 @@ class Loupe:
         """The open index (opened on first use; created only when ``create``)."""
         if self._index is None:
             os.makedirs(self.settings.data_dir, exist_ok=True)
-            self._index = Index.open(index_config(self.settings, tenant=self.tenant), self.profile.info, create=create)
+            cfg = index_config(self.settings, tenant=self.tenant)
+            self._index = Index.open(cfg, self.profile.info, create=create, pieces=self.profile.pieces)
             if self.tenant is not None:
                 from app.tenants import TenantEngine
 

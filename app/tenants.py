@@ -20,7 +20,7 @@ import hmac
 import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,7 +169,7 @@ class TenantEngine:
 
     def upsert(self, points: Sequence[PointData]) -> None:
         """Store points, each stamped with this tenant."""
-        stamped = [PointData(p.id, p.vectors, p.sparse, {**p.payload, "tenant": self.tenant}) for p in points]
+        stamped = [replace(p, payload={**p.payload, "tenant": self.tenant}) for p in points]
         with self._lock:
             self.inner.upsert(stamped)
 

@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--other-sentences", type=int, help="German, French and Spanish sentences each")
     p.add_argument("--arch", choices=["soft-tokens", "pooled"], help="head type (default soft-tokens)")
     p.add_argument("--e2e-steps", type=int, help="soft-tokens: batches of fine-tuning through e5 (0 = none)")
-    p.add_argument("--blend-pooled", type=float, help="soft-tokens: pooled head's share of the query vector (0 = none)")
+    p.add_argument(
+        "--blend-pooled", type=float, help="soft-tokens: pooled head's share of the query and clip vectors (0 = none)"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,9 +19,14 @@ from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, InputKin
 from embedder.e5 import E5Embedder
 from embedder.fake import FakeEmbedder
 
+if TYPE_CHECKING:
+    from embedder.pieces import WordPieces
+
 log = logging.getLogger(__name__)
 
 UNIFIED = "unified"
+# The sparse word-piece vector's key in a profile's model ids (index/engines.py stores it under the same name).
+PIECES = "pieces"
 # Audio clips in the media store are 16 kHz mono WAV (ingest/audio.py writes them).
 CLIP_RATE = 16_000
 
@@ -68,7 +73,8 @@ class Query:
     """A query with one or more parts (text, an image file, a recording already decoded to samples).
 
     Each part is embedded into ``unified`` and fused at retrieval; ``weights`` (by part: text, image, audio,
-    and ``bm25`` for the keyword stage) scale each part's say in the fusion.
+    ``bm25`` for the keyword stage and ``pieces`` for a spoken query's word-piece stage) scale each part's say in
+    the fusion.
     """
 
     text: str | None = None
@@ -100,10 +106,14 @@ class QueryVector:
 class EmbeddingProfile:
     """A named set of backends: ``unified`` (required; the one space) plus optional named vectors."""
 
-    def __init__(self, name: str, unified: Embedder, extra: dict[str, Embedder] | None = None) -> None:
+    def __init__(
+        self, name: str, unified: Embedder, extra: dict[str, Embedder] | None = None, pieces: WordPieces | None = None
+    ) -> None:
         self.name = name
         self.unified = unified
         self.extra = dict(extra or {})
+        # Sparse e5 word-piece vectors for spoken queries' hybrid search (embedder/pieces.py); offline only.
+        self.pieces = pieces
 
     @property
     def info(self) -> ProfileInfo:
@@ -113,6 +123,8 @@ class EmbeddingProfile:
         for vec_name, emb in self.extra.items():
             model_ids[vec_name] = next(iter(emb.model_ids.values()))
             dims[vec_name] = emb.dim
+        if self.pieces is not None:  # a sparse vector: a model id, no dimension
+            model_ids[PIECES] = self.pieces.model_id
         return ProfileInfo(self.name, model_ids, dims)
 
     def segment_input(self, seg: Segment) -> EmbedInput | None:
@@ -161,7 +173,26 @@ class EmbeddingProfile:
             }
             for j, i in enumerate(idx):
                 out[i] = {UNIFIED: vecs[j], **{name: v[j] for name, v in named.items()}}
+            if kind == "audio" and self.pieces is not None:
+                self._add_spoken_pieces(batch, idx, out)
         return out
+
+    def _add_spoken_pieces(
+        self, batch: Sequence[EmbedInput], idx: Sequence[int], out: list[dict[str, np.ndarray] | None]
+    ) -> None:
+        """Speech clips also get their soft tokens' word-piece weights (embedder/pieces.py) under ``pieces``, as
+        a ``(2, n)`` array (ids over weights): a spoken query's piece stage then reaches recordings too."""
+        from embedder.pieces import as_array
+
+        assert self.pieces is not None
+        said = [(j, inp) for j, inp in enumerate(batch) if isinstance(inp, AudioInput) and inp.speech]
+        if not said:
+            return
+        weights = self.pieces.spoken_many([inp for _, inp in said])
+        for (j, _), w in zip(said, weights or [], strict=False):
+            row = out[idx[j]]
+            if row is not None and w[0]:
+                row[PIECES] = as_array(w)
 
     def embed_query(self, query: Query) -> list[QueryVector]:
         """Each query part into ``unified``, plus into every extra named vector that takes its kind
@@ -213,6 +244,7 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     """e5 text space; images, video and non-speech audio bridged into it by classifier labels (embedder/bridge.py);
     speech (spoken queries, speech clips) through the Whisper encoder + trained head (embedder/speech.py)."""
     from embedder.bridge import offline_backends
+    from embedder.pieces import WordPieces
     from embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
 
     unified, extra = offline_backends(**opts)
@@ -223,7 +255,8 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
         )
         return EmbeddingProfile("offline", unified, extra=dict(extra))
     speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
-    return EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra))
+    routed = SpeechRoutedEmbedder(unified, speech)
+    return EmbeddingProfile("offline", routed, extra=dict(extra), pieces=WordPieces(speech))
 
 
 def _native_profile(**opts: Any) -> EmbeddingProfile:

@@ -812,7 +812,7 @@ def save_head(
 ) -> None:
     """Write the checkpoint the runtime loads: config + float16 weights (half the size, no measurable loss), the
     output calibration computed from the e5 targets (pooled heads; see embedder.speech.calibrate), and optionally
-    ``blend``: another head's checkpoint file and its weight in the query output (embedder.speech.blend_heads)."""
+    ``blend``: another head's checkpoint file and its share of both outputs (embedder.speech.blend_heads)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -826,7 +826,8 @@ def save_head(
         other = torch.load(blend[0], map_location="cpu", weights_only=True)
         if "blend" in other:
             raise ConfigError(f"{blend[0]} is itself a blend; blend with a single head")
-        ckpt["blend"] = {**other, "main_weight": 1.0 - float(blend[1])}
+        # The same share in both outputs: spoken queries and speech clips (embedder.speech.blend_heads).
+        ckpt["blend"] = {**other, "main_weight": 1.0 - float(blend[1]), "passage_main_weight": 1.0 - float(blend[1])}
     torch.save(ckpt, path)
 
 

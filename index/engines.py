@@ -23,6 +23,9 @@ from app.errors import StoreError
 from index.points import FLOAT_FIELDS, INTEGER_FIELDS, KEYWORD_FIELDS
 
 BM25 = "bm25"
+# e5 word-piece weights: a text's piece counts, a spoken recording's soft-token piece mass (embedder/speech.py);
+# the sparse half of a spoken query's hybrid search, as BM25 is a typed query's.
+PIECES = "pieces"
 UNIFIED = "unified"
 # Only ``unified`` stays in RAM: the ``visual``/``audio`` vectors are declared on every point but filled on a
 # few (images, frames, clips), and in RAM their empty slots roughly tripled memory (measured in bench query).
@@ -71,12 +74,21 @@ class FieldFilter:
 
 @dataclass(frozen=True)
 class PointData:
-    """A point ready to store: id, dense vectors by name, optional sparse BM25 vector, payload."""
+    """A point ready to store: id, dense vectors by name, optional sparse BM25 and word-piece vectors, payload."""
 
     id: str
     vectors: Mapping[str, np.ndarray]
     sparse: Sparse | None
     payload: Mapping[str, Any]
+    pieces: Sparse | None = None
+
+    def named(self) -> dict[str, np.ndarray | Sparse]:
+        """Every vector of the point by name (empty sparse vectors left out)."""
+        out: dict[str, np.ndarray | Sparse] = dict(self.vectors)
+        for name, sp in ((BM25, self.sparse), (PIECES, self.pieces)):
+            if sp is not None and sp.indices:
+                out[name] = sp
+        return out
 
 
 @dataclass(frozen=True)
@@ -207,7 +219,7 @@ class EdgeEngine:
                 name: qe.EdgeVectorParams(size=d, distance=qe.Distance.Cosine, on_disk=name != UNIFIED)
                 for name, d in dims.items()
             },
-            sparse_vectors={BM25: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for name in (BM25, PIECES)},
             on_disk_payload=True,
         )
         self._shard = qe.EdgeShard.create(str(shard_dir), config)
@@ -268,9 +280,7 @@ class EdgeEngine:
         shard = self._open()
         built = []
         for p in points:
-            vec: dict[str, Any] = {k: self._vector(v) for k, v in p.vectors.items()}
-            if p.sparse is not None and p.sparse.indices:
-                vec[BM25] = self._vector(p.sparse)
+            vec = {k: self._vector(v) for k, v in p.named().items()}
             built.append(qe.Point(p.id, vec, dict(p.payload)))
         shard.update(qe.UpdateOperation.upsert_points(built))
 
@@ -380,7 +390,7 @@ class ClientEngine:
                 name: m.VectorParams(size=d, distance=m.Distance.COSINE, on_disk=name != UNIFIED)
                 for name, d in dims.items()
             },
-            sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+            sparse_vectors_config={name: m.SparseVectorParams(modifier=m.Modifier.IDF) for name in (BM25, PIECES)},
             on_disk_payload=True,
             metadata=metadata,
         )
@@ -421,9 +431,7 @@ class ClientEngine:
             return
         built = []
         for p in points:
-            vec: dict[str, Any] = {k: self._vector(v) for k, v in p.vectors.items()}
-            if p.sparse is not None and p.sparse.indices:
-                vec[BM25] = self._vector(p.sparse)
+            vec = {k: self._vector(v) for k, v in p.named().items()}
             built.append(self._m.PointStruct(id=p.id, vector=vec, payload=dict(p.payload)))
         self._call("upsert", self.client.upsert, self.collection, points=built, wait=True)
 

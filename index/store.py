@@ -11,14 +11,25 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from app.errors import ProfileMismatchError, StoreError, UnknownNameError
 from app.types import Segment
 from embedder.profiles import ProfileInfo
-from index.engines import BM25, ClientEngine, EdgeEngine, Engine, FieldFilter, Found, PointData, Sparse, VectorQuery
+from index.engines import (
+    BM25,
+    PIECES,
+    ClientEngine,
+    EdgeEngine,
+    Engine,
+    FieldFilter,
+    Found,
+    PointData,
+    Sparse,
+    VectorQuery,
+)
 from index.points import payload_segment, point_id, segment_payload
 
 SCHEMA_VERSION = 1
@@ -63,6 +74,14 @@ class Bm25Encoder:
         return Sparse(list(v.indices), list(v.values))
 
 
+class PieceEncoder(Protocol):
+    """Sparse word-piece weights of a stored text (embedder.pieces.WordPieces)."""
+
+    def document(self, text: str) -> tuple[list[int], list[float]]:
+        """Piece ids and weights."""
+        ...
+
+
 def _collections_root(data_dir: Path) -> Path:
     return data_dir / "collections"
 
@@ -103,17 +122,25 @@ class SourceState:
 class Index:
     """The one Qdrant collection of a knowledge base: every modality, named vectors, BM25, payload indexes."""
 
-    def __init__(self, cfg: IndexConfig, engine: Engine, profile: ProfileInfo) -> None:
+    def __init__(
+        self, cfg: IndexConfig, engine: Engine, profile: ProfileInfo, pieces: PieceEncoder | None = None
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.profile = profile
         self.bm25 = Bm25Encoder()
+        # Word-piece weights of stored text, for spoken queries (embedder/pieces.py); None: no pieces stage.
+        self.pieces = pieces
 
     # -- opening ---------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, cfg: IndexConfig, profile: ProfileInfo, *, create: bool = True) -> Index:
+    def open(
+        cls, cfg: IndexConfig, profile: ProfileInfo, *, create: bool = True, pieces: PieceEncoder | None = None
+    ) -> Index:
         """Open (or create) the collection and check it was built with ``profile``.
 
+        ``pieces`` gives stored text a sparse word-piece vector (the profile's, embedder/pieces.py); a collection
+        created before that vector existed gets none and its spoken queries stay dense.
         Raises ProfileMismatchError when the stored profile name, a model id or a dimension differs.
         """
         engine = _make_engine(cfg)
@@ -136,16 +163,19 @@ class Index:
                         "loupe_schema": SCHEMA_VERSION,
                         "collection": cfg.collection,
                         "profile": profile.to_json(),
+                        "sparse": [BM25, PIECES],
                         "created_at": time.time(),
                     },
                 )
+                has_pieces = True
             else:
                 _check_profile(cfg.collection, ProfileInfo.from_json(meta["profile"]), profile)
+                has_pieces = PIECES in meta.get("sparse", [])
             engine.attach()
         except Exception:
             engine.close()
             raise
-        return cls(cfg, engine, profile)
+        return cls(cfg, engine, profile, pieces if has_pieces else None)
 
     @staticmethod
     def stored_profile(cfg: IndexConfig) -> ProfileInfo | None:
@@ -192,14 +222,17 @@ class Index:
         """Store segments with their vectors; segments without a vector (nothing to embed) are not stored.
         Returns how many points were written.
 
-        Every point carries the profile name and model ids (mixing spaces is refused at open).
+        Every point carries the profile name and model ids (mixing spaces is refused at open). Text gets BM25
+        and, with a piece encoder, word-piece weights; a speech clip's piece weights come with its vectors under
+        ``pieces`` as a ``(2, n)`` array of ids over weights (embedder.pieces.as_array).
         """
         if len(segments) != len(vectors):
             raise ValueError("segments and vectors differ in length")
         points = []
-        for seg, vecs in zip(segments, vectors, strict=True):
-            if vecs is None:
+        for seg, given in zip(segments, vectors, strict=True):
+            if given is None:
                 continue
+            vecs = {k: v for k, v in given.items() if k != PIECES}
             for name, v in vecs.items():
                 if name not in self.profile.dims or v.shape != (self.profile.dims[name],):
                     raise StoreError(
@@ -214,8 +247,15 @@ class Index:
                 model_ids=self.profile.model_ids,
                 source_segments=source_segments,
             )
-            sparse = self.bm25.document(seg.text) if seg.text and seg.text.strip() else None
-            points.append(PointData(point_id(seg.id), dict(vecs), sparse, payload))
+            has_text = bool(seg.text and seg.text.strip())
+            sparse = self.bm25.document(seg.text) if seg.text and has_text else None
+            pieces = None
+            if self.pieces is not None and PIECES in given:  # a speech clip's heard pieces (embedder/pieces.py)
+                arr = given[PIECES]
+                pieces = Sparse([int(i) for i in arr[0]], [float(v) for v in arr[1]])
+            elif self.pieces is not None and seg.text and has_text:
+                pieces = Sparse(*self.pieces.document(seg.text))
+            points.append(PointData(point_id(seg.id), vecs, sparse, payload, pieces))
         self.engine.upsert(points)
         return len(points)
 
@@ -276,15 +316,21 @@ class Index:
         limit: int = 10,
         prefetch_limit: int = 100,
         bm25_weight: float = 1.0,
+        pieces: Sparse | None = None,
+        pieces_weight: float = 1.0,
     ) -> list[tuple[Segment, float]]:
-        """Hybrid search: each dense stage ``(named vector, query vector, weight)`` and BM25 over ``text``
-        are one stage each, fused with weighted RRF inside Qdrant. A single stage is a plain k-NN search.
+        """Hybrid search: each dense stage ``(named vector, query vector, weight)``, BM25 over ``text`` and the
+        word-piece vector ``pieces`` (a spoken query's, embedder/pieces.py) are one stage each, fused with weighted
+        RRF inside Qdrant. A single stage is a plain k-NN search. ``pieces`` is ignored where the collection has
+        no piece vectors.
         """
         stages = [VectorQuery(name, np.asarray(v, dtype=np.float32), prefetch_limit, w) for name, v, w in dense]
         if text and text.strip():
             sp = self.bm25.query(text)
             if sp.indices:
                 stages.append(VectorQuery(BM25, sp, prefetch_limit, bm25_weight))
+        if pieces is not None and pieces.indices and self.pieces is not None:
+            stages.append(VectorQuery(PIECES, pieces, prefetch_limit, pieces_weight))
         if not stages:
             return []
         found = self.engine.query(stages, flt, limit)

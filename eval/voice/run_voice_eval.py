@@ -4,13 +4,14 @@
 It ingests eval/devset/corpus/{pdf,text} into a collection of its own (offline profile, reused on a rerun) and
 runs every spoken query of eval/voice/queries.jsonl three ways through the app's retrieval:
 
-- ``native``: the recording → Whisper encoder + speech head → the e5 space (the product's voice path; no text,
-  so dense retrieval only);
+- ``native``: the recording → Whisper encoder + speech head → the e5 space, plus the soft tokens' e5 word-piece
+  mass as a sparse stage (embedder/pieces.py) — the product's voice path; no transcript. ``native dense`` leaves
+  the sparse stage out;
 - ``cascade``: the recording → Whisper tiny.en decoder transcript → e5 query (+ BM25 on the transcript, as any
   typed query gets), the ASR baseline;
 - ``typed``: the original typed query text (the ceiling).
 
-Text modes are also scored dense-only (BM25 off) so that the embeddings are compared like for like. Latency is
+Every mode is also scored dense-only (no BM25, no pieces) so that the embeddings are compared like for like. Latency is
 audio file in → hits, per query, on this machine.
 """
 
@@ -34,6 +35,7 @@ from app.evaluate import EvalQuery, load_queries, run_queries  # noqa: E402
 from app.retrieve import search  # noqa: E402
 from app.service import Loupe, decode_query_audio  # noqa: E402
 from embedder.bridge import offline_backends  # noqa: E402
+from embedder.pieces import WordPieces  # noqa: E402
 from embedder.profiles import EmbeddingProfile, Query  # noqa: E402
 from embedder.speech import SpeechEncoder, SpeechRoutedEmbedder  # noqa: E402
 
@@ -81,22 +83,24 @@ def main() -> None:
     raw = {d["id"]: d for d in map(json.loads, args.queries.read_text(encoding="utf-8").splitlines()) if d}
     queries = load_queries(args.queries)
     langs = {qid: d["lang"] for qid, d in raw.items()}
-    settings = load_settings(data_dir=str(args.data_dir), collection="voice-devset")
+    settings = load_settings(data_dir=str(args.data_dir), collection="voice-devset-pieces")
     corpus = ROOT / "eval" / "devset" / "corpus"
     results: dict[str, Any] = {}
     # The corpus is text and PDF only, whose vectors do not depend on the speech head: it is indexed under the
     # bridge-only offline profile, so that retraining the head does not force a re-ingest; queries are embedded
     # with the full offline profile (bridge + speech routing).
     unified, extra = offline_backends()
-    text_profile = EmbeddingProfile("offline", unified, extra=dict(extra))
+    speech = SpeechEncoder() if args.spoken_role == "query" else PassageRoleSpeechEncoder()
+    pieces = WordPieces(speech)
+    # The stored word-piece vectors depend on e5's vocabulary only, not on the head (embedder/pieces.py).
+    text_profile = EmbeddingProfile("offline", unified, extra=dict(extra), pieces=pieces)
     with Loupe(settings, profile=text_profile) as lp:
         t = time.time()
         ingest = lp.ingest([corpus / "pdf", corpus / "text"], prune=True, show_progress=False)
         print(f"ingest: {ingest.summary()} in {time.time() - t:.0f} s")
         if args.ingest_only:
             return
-        speech = SpeechEncoder() if args.spoken_role == "query" else PassageRoleSpeechEncoder()
-        profile = EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra))
+        profile = EmbeddingProfile("offline", SpeechRoutedEmbedder(unified, speech), extra=dict(extra), pieces=pieces)
         idx = lp.index()
         transcripts: dict[str, str] = {}
         asr_s: list[float] = []
@@ -116,11 +120,12 @@ def main() -> None:
             hits = search(idx, profile, query, k=args.k, hybrid=hybrid)
             return [(h.segment.source.uri, h.locator_json, h.score) for h in hits]
 
-        for mode, hybrid in (("native", False), ("cascade", True), ("cascade", False), ("typed", True),
-                             ("typed", False)):  # fmt: skip
+        for mode, hybrid in (("native", True), ("native", False), ("cascade", True), ("cascade", False),
+                             ("typed", True), ("typed", False)):  # fmt: skip
             if mode not in args.modes:
                 continue
-            name = f"{mode}{'' if mode == 'native' else (' +bm25' if hybrid else ' dense')}"
+            keyword = " +pieces" if mode == "native" else " +bm25"
+            name = f"{mode}{keyword if hybrid else ' dense'}"
             rep = run_queries(queries, HERE, functools.partial(run, mode=mode, hybrid=hybrid), k=args.k)
             results[name] = {
                 "all": rep["overall"],
