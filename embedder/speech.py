@@ -8,8 +8,10 @@ from two parts:
 2. a trained head (``loupe train speech``, embedder/speech_train.py) with two outputs: where multilingual-e5-small
    puts the spoken words as a *query* (spoken queries) and as a *passage* (speech clips in an archive), picked by
    ``role``. Version 2 (shipped) turns every 240 ms into a *soft token*, a mixture of e5 word-piece embeddings,
-   and lets e5's own transformer (embedder/e5_torch.py) read them; spoken queries blend in the version-1 pooled
-   head (attention pooling + MLP). Version-1 checkpoints still load.
+   and lets e5's own transformer (embedder/e5_torch.py) read them; both outputs blend in the version-1 pooled
+   head (attention pooling + MLP). Version-1 checkpoints still load. Summed over time, the soft tokens are also
+   the recording's e5 word-piece counts: the sparse stage of a spoken query (:meth:`SpeechEncoder.piece_masses`,
+   embedder/pieces.py).
 
 No transcript is produced on this path. :func:`transcribe` (the Whisper decoder) exists only for the ASR-cascade
 baseline that the evaluation compares with.
@@ -444,12 +446,9 @@ def blend_heads(main: Any, other: Any, weight: float, passage_weight: float = 1.
             if self.passage_weight >= 1.0:
                 return torch.stack([query, a[:, 1]], dim=1)
             other_passage = nn.functional.normalize(b[:, 1], dim=-1)
-            if cal is not None:  # embedder.speech.calibrate, in torch
-                mu = torch.from_numpy(cal["passage_mean"] / np.linalg.norm(cal["passage_mean"]))
-                level = float(cal["passage_level"])
-                rest = other_passage - (other_passage @ mu)[:, None] * mu[None, :]
-                rest = nn.functional.normalize(rest, dim=-1)
-                other_passage = nn.functional.normalize(level * mu + (1.0 - level**2) ** 0.5 * rest, dim=-1)
+            if cal is not None:  # inference only: the blend is assembled from trained heads, never trained itself
+                fixed = calibrate(other_passage.detach().numpy(), cal["passage_mean"], float(cal["passage_level"]))
+                other_passage = torch.from_numpy(fixed)
             passage = nn.functional.normalize(
                 self.passage_weight * nn.functional.normalize(a[:, 1], dim=-1)
                 + (1 - self.passage_weight) * other_passage,
