@@ -13,8 +13,8 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from app.types import Hit, PageLoc, Segment, TimeLoc
-from embedder.profiles import EmbeddingProfile, Query, QueryVector
 from embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
+from embedder.profiles import EmbeddingProfile, Query, QueryVector
 from index.engines import FieldFilter, Sparse
 from index.store import Index
 
