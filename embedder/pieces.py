@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedder.base import AudioInput
+from embedder.base import AudioInput, Role
 
 if TYPE_CHECKING:
     from embedder.speech import SpeechEncoder
@@ -95,12 +95,13 @@ class WordPieces:
     def spoken(self, audio: AudioInput) -> Weights | None:
         """A recording's expected piece counts (pieces under ``min_mass`` dropped); None when the shipped head
         has no soft tokens (a version-1 head), so the query stays dense-only."""
-        many = self.spoken_many([audio])
+        many = self.spoken_many([audio], role="query")
         return None if many is None else many[0]
 
-    def spoken_many(self, items: Sequence[AudioInput]) -> list[Weights] | None:
-        """:meth:`spoken` for several recordings (speech clips at ingest reuse the features just embedded)."""
-        masses = self.speech.piece_masses(items)
+    def spoken_many(self, items: Sequence[AudioInput], role: Role = "passage") -> list[Weights] | None:
+        """:meth:`spoken` for several recordings: speech clips at ingest (``passage``: one speed, reusing the
+        features just embedded) or queries (``query``: averaged over the encoder's query speeds)."""
+        masses = self.speech.piece_masses(items, role)
         if masses is None:
             return None
         out = []

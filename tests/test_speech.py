@@ -30,6 +30,7 @@ from embedder.speech import (
     blend_heads,
     build_head,
     calibrate,
+    change_speed,
     collate,
     head_config,
     load_head,
@@ -432,6 +433,25 @@ def test_speech_encoder_embeds_audio_by_role(tiny_head_file: Path) -> None:
     assert enc.embed([], role="query").shape == (0, 384)
 
 
+def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_head_file: Path) -> None:
+    said = AudioInput(tone(1.3), RATE, speech=True)
+    enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), query_speeds=(0.9, 1.0, 1.1))
+    variants = [change_speed(said.samples, f) for f in (0.9, 1.0, 1.1)]
+    assert [v.size for v in variants] == [round(said.samples.size / f) for f in (0.9, 1.0, 1.1)]
+    each = enc.embed_features(StubWhisper().features(variants), role="query")
+    want = each.mean(axis=0) / np.linalg.norm(each.mean(axis=0))
+    assert np.allclose(enc.embed([said], role="query")[0], want, atol=1e-5)
+    # clips are embedded once, at their own speed, and one speed reproduces the plain query vector
+    plain = enc.embed_features(StubWhisper().features([said.samples]), role="query")[0]
+    assert np.allclose(SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), query_speeds=(1.0,))
+                       .embed([said], role="query")[0], plain, atol=1e-5)  # fmt: skip
+    assert np.allclose(enc.embed([said])[0], enc.embed_features(StubWhisper().features([said.samples]))[0], atol=1e-5)
+    masses = [enc.piece_mass(AudioInput(v, RATE, speech=True)) for v in variants]
+    query_mass = enc.piece_mass(said, role="query")
+    assert query_mass is not None and all(m is not None for m in masses)
+    assert np.allclose(query_mass[1], np.mean([m[1] for m in masses if m is not None], axis=0), atol=1e-5)
+
+
 def test_speech_encoder_refuses_other_inputs_and_empty_audio(tiny_head_file: Path) -> None:
     enc = SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper())
     with pytest.raises(EmbedError, match="takes audio"):
@@ -673,8 +693,7 @@ def test_piece_mass_is_the_soft_tokens_summed_over_time(soft_head_file: Path, ti
     frames = StubWhisper().features([said.samples])[0].frames.shape[0]
     assert values.sum() == pytest.approx(-(-frames // 3), rel=1e-4)  # stack=3 in small_soft_head
     # the dense vector of the same recording reuses the cached features and is unchanged by the cache
-    assert np.allclose(enc.embed([said], role="query"), enc.embed_features(StubWhisper().features([said.samples]),
-                                                                           role="query"), atol=1e-5)  # fmt: skip
+    assert np.allclose(enc.embed([said]), enc.embed_features(StubWhisper().features([said.samples])), atol=1e-5)
     assert SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper()).piece_mass(said) is None  # v1 head
     with pytest.raises(EmbedError, match="empty"):
         enc.piece_mass(AudioInput(np.zeros(0, np.float32), RATE, speech=True))
@@ -795,8 +814,8 @@ def test_speech_clips_store_their_heard_pieces_and_a_spoken_query_reaches_them(
     assert idx.upsert(segs, vecs, source_segments=3) == 3
     # what is stored is what the clip's soft tokens heard, and the piece stage alone reaches the clips
     clip = AudioInput(load_clip(str(tmp_path / "clip-1.wav")), RATE, speech=True)
-    heard = pieces.spoken(clip)
-    assert heard is not None and np.allclose(vecs[1][PIECES], as_array(heard))  # type: ignore[index]
+    heard = (pieces.spoken_many([clip]) or [([], [])])[0]  # a clip's pieces: passage side, one speed
+    assert np.allclose(vecs[1][PIECES], as_array(heard))  # type: ignore[index]
     found = idx.search([], None, pieces=Sparse(*heard), limit=5)
     assert {seg.locator for seg, _ in found} == {seg.locator for seg in segs}
     # and a spoken query's search passes the stage (its pieces) to the index
