@@ -68,6 +68,11 @@ _SOT, _NO_TIMESTAMPS = 50257, 50362
 # validation recordings ranking the 2,200 validation sentences, R@5 dense 0.794 -> 0.821, with the word-piece
 # stage 0.852 -> 0.863 (0.85/1/1.15: 0.867; five speeds 0.9-1.1: 0.869, for two more encoder passes).
 QUERY_SPEEDS = (0.9, 1.0, 1.1)
+# Which head output a spoken query uses. Validation (short sentences as the documents) prefers the passage output:
+# on 480 recordings at three speeds, R@5 / MRR@10 with the word-piece stage 0.883 / 0.836 against 0.871 / 0.824.
+# The spoken dev set (pages of manuals) says the opposite, strongly: dense R@5 0.238 with the passage output
+# against 0.405 with the query output; with the word-piece stage 0.571 / 0.415 against 0.583 / 0.461.
+QUERY_OUTPUT: Role = "query"
 
 
 def change_speed(wave: np.ndarray, factor: float) -> np.ndarray:
@@ -512,10 +517,12 @@ class SpeechEncoder:
         num_threads: int = 0,
         batch_size: int = 16,
         query_speeds: Sequence[float] = QUERY_SPEEDS,
+        query_output: Role = QUERY_OUTPUT,
     ) -> None:
         self.encoder = encoder or WhisperEncoder(num_threads=num_threads)
         # Speech clips are embedded once, at their own speed: the averaging costs an encoder pass per speed.
         self.query_speeds = tuple(float(f) for f in query_speeds) or (1.0,)
+        self.query_output: Role = query_output
         self.head_path = head_path or HEAD_FILE
         if not self.head_path.is_file():
             raise EmbedError(f"speech head {self.head_path} is missing; reinstall Loupe or run `loupe train speech`")
@@ -561,7 +568,7 @@ class SpeechEncoder:
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Embed audio items (any rate, mono); raises EmbedError for other kinds or empty audio. A query is the
-        normalised mean of its vectors at ``query_speeds``."""
+        normalised mean of the head's ``query_output`` at ``query_speeds``."""
         waves = []
         for item in items:
             if not isinstance(item, AudioInput):
@@ -572,7 +579,8 @@ class SpeechEncoder:
         if not waves:
             return np.zeros((0, self.dim), dtype=np.float32)
         speeds = self._speeds(role)
-        vecs = self.embed_features(self._features(self._variants(waves, speeds)), role=role)
+        output = self.query_output if role == "query" else role
+        vecs = self.embed_features(self._features(self._variants(waves, speeds)), role=output)
         return l2_normalize(vecs.reshape(len(waves), len(speeds), self.dim).mean(axis=1))
 
     def _speeds(self, role: Role) -> tuple[float, ...]:
