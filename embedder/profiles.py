@@ -189,7 +189,9 @@ class EmbeddingProfile:
         if not said:
             return
         weights = self.pieces.spoken_many([inp for _, inp in said])
-        for (j, _), w in zip(said, weights or [], strict=False):
+        if weights is None:  # a head without soft tokens: no piece weights
+            return
+        for (j, _), w in zip(said, weights, strict=True):
             row = out[idx[j]]
             if row is not None and w[0]:
                 row[PIECES] = as_array(w)

@@ -247,14 +247,14 @@ class Index:
                 model_ids=self.profile.model_ids,
                 source_segments=source_segments,
             )
-            has_text = bool(seg.text and seg.text.strip())
-            sparse = self.bm25.document(seg.text) if seg.text and has_text else None
+            text = seg.text if seg.text and seg.text.strip() else None
+            sparse = self.bm25.document(text) if text else None
             pieces = None
             if self.pieces is not None and PIECES in given:  # a speech clip's heard pieces (embedder/pieces.py)
                 arr = given[PIECES]
                 pieces = Sparse([int(i) for i in arr[0]], [float(v) for v in arr[1]])
-            elif self.pieces is not None and seg.text and has_text:
-                pieces = Sparse(*self.pieces.document(seg.text))
+            elif self.pieces is not None and text:
+                pieces = Sparse(*self.pieces.document(text))
             points.append(PointData(point_id(seg.id), vecs, sparse, payload, pieces))
         self.engine.upsert(points)
         return len(points)
