@@ -112,9 +112,9 @@ class WordPieces:
         return None if many is None else many[0]
 
     def spoken_many(self, items: Sequence[AudioInput], role: Role = "passage") -> list[Weights] | None:
-        """:meth:`spoken` for several recordings: speech clips at ingest (``passage``: one speed, reusing the
-        features just embedded; weights are the expected counts) or queries (``query``: averaged over the
-        encoder's query speeds; weights are the expected counts to the power ``QUERY_POWER``)."""
+        """:meth:`spoken` for several recordings: speech clips at ingest (``passage``: averaged over the encoder's
+        clip speeds, reusing the features just embedded; weights are the expected counts) or queries (``query``:
+        averaged over its query speeds; weights are the expected counts to the power ``QUERY_POWER``)."""
         masses = self.speech.piece_masses(items, role)
         if masses is None:
             return None

