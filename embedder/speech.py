@@ -70,9 +70,9 @@ _SOT, _NO_TIMESTAMPS = 50257, 50362
 QUERY_SPEEDS = (0.9, 1.0, 1.1)
 # Speech clips (the passage side, at ingest) are heard at these speeds too, and their vectors and word-piece masses
 # averaged. On the same 480 validation recordings, each among the others and the e5 passages of 1,720 unrelated
-# validation sentences (a mixed collection), a typed query finding its recording: R@5 0.833 -> 0.894, MRR@10
-# 0.597 -> 0.659. It costs an encoder and head pass per speed at ingest (docs/speech.md), and the speeds are part
-# of the model id: collections whose clips were heard at other speeds are refused.
+# validation sentences (a mixed collection), clips calibrated to the passages' level as the product does: a typed
+# query finds its recording at R@5 / MRR@10 0.785 / 0.550 with one speed, 0.833 / 0.605 with three. It costs an
+# encoder and head pass per speed at ingest (docs/speech.md), and the speeds are part of the model id.
 CLIP_SPEEDS = (0.9, 1.0, 1.1)
 # Which head output a spoken query uses. Validation (short sentences as the documents) prefers the passage output:
 # on 480 recordings at three speeds, R@5 / MRR@10 with the word-piece stage 0.883 / 0.836 against 0.871 / 0.824.
@@ -416,7 +416,7 @@ def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
-def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float | np.ndarray) -> np.ndarray:
+def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float) -> np.ndarray:
     """Set each row's component along ``mean_dir`` to ``level``, keeping the orthogonal part's direction.
 
     e5's vectors share a common direction (any two sit at cosine >= ~0.7); InfoNCE training does not keep that
@@ -427,24 +427,7 @@ def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float | np.ndarr
     mu = mean_dir / np.linalg.norm(mean_dir)
     along = v @ mu
     rest = l2_normalize(v - along[:, None] * mu[None, :])
-    lv = np.asarray(level, dtype=np.float32).reshape(-1, 1)  # one level for all rows, or one per row
-    return l2_normalize(lv * mu[None, :] + np.sqrt(np.clip(1.0 - lv**2, 0.0, None)) * rest)
-
-
-def mean_over_speeds(vectors: np.ndarray, mean_dir: np.ndarray | None) -> np.ndarray:
-    """``(n, speeds, dim)`` → ``(n, dim)``: the normalised mean of each recording's vectors, its component along
-    e5's mean direction put back to the mean of the single speeds' components.
-
-    Averaging shrinks the parts in which the speeds disagree, so a plain mean leans towards the common direction
-    and a clip scores higher against *every* query: on the 144-query dev set, sound queries found voice memos
-    above their own sound clips. Keeping the level keeps the clip where one speed would have put it.
-    """
-    mean = l2_normalize(vectors.mean(axis=1))
-    if mean_dir is None or vectors.shape[1] == 1:
-        return mean
-    mu = mean_dir / np.linalg.norm(mean_dir)
-    level = (l2_normalize(vectors.reshape(-1, vectors.shape[-1])) @ mu).reshape(vectors.shape[:2]).mean(axis=1)
-    return calibrate(mean, mu, level)
+    return l2_normalize(level * mu[None, :] + np.sqrt(max(0.0, 1.0 - level**2)) * rest)
 
 
 def file_digest(path: Path) -> str:
@@ -561,10 +544,11 @@ class SpeechEncoder:
 
     @property
     def model_ids(self) -> dict[str, str]:
-        """Encoder weights plus the head file's digest (a retrained head is a different space) and the speeds at
-        which stored clips are heard (their vectors depend on them; a query's speeds do not change the space)."""
-        heard = "" if self.clip_speeds == (1.0,) else f", clips at {'/'.join(f'{f:g}' for f in self.clip_speeds)}x"
-        return {"unified": f"{self.encoder.model_id} + speech head {self._digest}{heard}"}
+        """Encoder weights plus the head file's digest (a retrained head is a different space), the speeds at
+        which stored clips are heard and their calibration to the passages' level (stored vectors depend on both;
+        a query's speeds do not change the space)."""
+        heard = f"clips at {'/'.join(f'{f:g}' for f in self.clip_speeds)}x, passage level"
+        return {"unified": f"{self.encoder.model_id} + speech head {self._digest}, {heard}"}
 
     def _load(self) -> Any:
         with self._lock:
@@ -608,16 +592,21 @@ class SpeechEncoder:
         speeds = self._speeds(role)
         output = self.query_output if role == "query" else role
         vecs = self.embed_features(self._features(self._variants(waves, speeds)), role=output)
-        per_speed = vecs.reshape(len(waves), len(speeds), self.dim)
-        if role == "query":  # a query only ranks passages: its level along the common direction does not matter
-            return l2_normalize(per_speed.mean(axis=1))
-        return mean_over_speeds(per_speed, self._mean_direction())
+        mean = l2_normalize(vecs.reshape(len(waves), len(speeds), self.dim).mean(axis=1))
+        cal = self._calibration()
+        if role == "query" or cal is None:  # a query only ranks passages: its level does not change its ranking
+            return mean
+        # A clip competes with e5 text passages for typed queries, so its component along e5's common direction is
+        # set to the passages' typical level, as version 1's clips were. The blend (soft tokens + calibrated pooled
+        # output) sat above it (validation medians 0.932 vs 0.912) and a mean over speeds leans further towards
+        # it; clips then took places from unrelated typed and sound queries (docs/speech.md, clip speeds).
+        return calibrate(mean, cal["passage_mean"], float(cal["passage_level"]))
 
-    def _mean_direction(self) -> np.ndarray | None:
-        """e5's mean passage direction from the head's calibration (the pooled head's, inside a blend)."""
+    def _calibration(self) -> dict[str, Any] | None:
+        """e5's mean passage direction and level from the head's calibration (the pooled head's, in a blend)."""
         head = self._load()
         cal = getattr(head, "calibration", None) or getattr(getattr(head, "other", None), "calibration", None)
-        return None if cal is None else np.asarray(cal["passage_mean"], dtype=np.float32)
+        return None if cal is None else dict(cal)
 
     def _speeds(self, role: Role) -> tuple[float, ...]:
         return self.query_speeds if role == "query" else self.clip_speeds

