@@ -578,8 +578,8 @@ class SpeechEncoder:
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Embed audio items (any rate, mono); raises EmbedError for other kinds or empty audio. A query is the
-        normalised mean of the head's ``query_output`` at ``query_speeds``, a clip (passage) the normalised mean
-        of its passage output at ``clip_speeds``."""
+        normalised mean of the head's ``query_output`` at ``query_speeds``; a clip (passage) the normalised mean
+        of its passage output at ``clip_speeds``, calibrated to e5 passages' level when the head carries one."""
         waves = []
         for item in items:
             if not isinstance(item, AudioInput):
