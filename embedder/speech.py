@@ -593,8 +593,10 @@ class SpeechEncoder:
         output = self.query_output if role == "query" else role
         vecs = self.embed_features(self._features(self._variants(waves, speeds)), role=output)
         mean = l2_normalize(vecs.reshape(len(waves), len(speeds), self.dim).mean(axis=1))
+        if role == "query":  # a query only ranks passages: its level does not change its ranking
+            return mean
         cal = self._calibration()
-        if role == "query" or cal is None:  # a query only ranks passages: its level does not change its ranking
+        if cal is None:
             return mean
         # A clip competes with e5 text passages for typed queries, so its component along e5's common direction is
         # set to the passages' typical level, as version 1's clips were. The blend (soft tokens + calibrated pooled
@@ -605,8 +607,10 @@ class SpeechEncoder:
     def _calibration(self) -> dict[str, Any] | None:
         """e5's mean passage direction and level from the head's calibration (the pooled head's, in a blend)."""
         head = self._load()
-        cal = getattr(head, "calibration", None) or getattr(getattr(head, "other", None), "calibration", None)
-        return None if cal is None else dict(cal)
+        cal: dict[str, Any] | None = getattr(head, "calibration", None) or getattr(
+            getattr(head, "other", None), "calibration", None
+        )
+        return cal
 
     def _speeds(self, role: Role) -> tuple[float, ...]:
         return self.query_speeds if role == "query" else self.clip_speeds

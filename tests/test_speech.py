@@ -473,7 +473,7 @@ def test_spoken_queries_average_over_playback_speeds(tiny_head_file: Path, soft_
     other = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper(), query_output="passage")
     assert other.query_speeds == (0.9, 1.0, 1.1) and SpeechEncoder(head_path=soft_head_file).query_output == "query"
     assert np.allclose(other.embed([said], role="query")[0], by_passage / np.linalg.norm(by_passage), atol=1e-5)
-    # a clip is heard at the clip speeds too: the normalised mean of its (calibrated) passage outputs
+    # a clip is heard at the clip speeds too: the normalised mean of its passage outputs (no calibration here)
     assert enc.clip_speeds == (0.9, 1.0, 1.1)
     clip = enc.embed_features(StubWhisper().features(variants), role="passage").mean(axis=0)
     assert np.allclose(enc.embed([said])[0], clip / np.linalg.norm(clip), atol=1e-5)
