@@ -62,8 +62,13 @@ sample: install
 screenshots: install
 	$(PY) tools/screenshots.py --data-dir $(DEMO_DATA) --collection demo --out docs/screenshots
 
+# The demo collection holds only the sample corpus: when an older Loupe built it with another embedding profile
+# (exit code 4), it is rebuilt instead of refused.
 demo: install
-	$(VENV)/bin/loupe ingest sample --data-dir $(DEMO_DATA) --collection demo
+	$(VENV)/bin/loupe ingest sample --data-dir $(DEMO_DATA) --collection demo || { code=$$?; \
+	  [ $$code -eq 4 ] || exit $$code; \
+	  echo "make demo: $(DEMO_DATA) was built with another embedding profile (an older Loupe); rebuilding it"; \
+	  rm -rf -- "$(DEMO_DATA)" && $(VENV)/bin/loupe ingest sample --data-dir $(DEMO_DATA) --collection demo; }
 	$(VENV)/bin/loupe ui --data-dir $(DEMO_DATA) --collection demo
 
 # The REST API on loopback without keys (keys and tenants: docs/notes/api.md); docs at http://127.0.0.1:8000/docs

@@ -2,7 +2,8 @@
 
 Settings are built here once (config file → ``LOUPE_*`` env → flags) and passed down. Errors Loupe raises on
 purpose are printed as one line without a traceback; exit codes: 0 ok, 3 ingest completed with failures,
-2 usage or configuration error, 1 any other failure.
+4 the collection was built with another embedding profile (re-ingest it, or use another collection), 2 usage or
+configuration error, 1 any other failure.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 
 from app import bench, train_speech
 from app.config import Settings, load_settings
-from app.errors import ConfigError, LoupeError
+from app.errors import ConfigError, LoupeError, ProfileMismatchError
 from app.retrieve import Filters
 from app.service import Loupe
 from app.types import Hit, PageLoc
 from embedder.profiles import profile_from_settings
 
 EXIT_FAILURES = 3
+# Its own code, so that scripts can tell "rebuild this collection" from other failures (`make demo` does).
+EXIT_PROFILE_MISMATCH = 4
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -399,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"loupe: {e}", file=sys.stderr)
         return 2
+    except ProfileMismatchError as e:
+        print(f"loupe: {e}", file=sys.stderr)
+        return EXIT_PROFILE_MISMATCH
     except LoupeError as e:
         print(f"loupe: {e}", file=sys.stderr)
         return 1

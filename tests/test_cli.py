@@ -62,7 +62,7 @@ def test_cli_exit_codes(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFi
     code, out, _ = run(capsys, "search", "tides", *common, "--collection", "nothing-here", "--json")
     assert code == 0 and json.loads(out) == []
     code, _, err = run(capsys, "search", "tides", "--data-dir", str(data_dir), "--profile", "offline")
-    assert code == 1 and "ProfileMismatch" not in err and "built with embedding profile 'fake'" in err
+    assert code == 4 and "ProfileMismatch" not in err and "built with embedding profile 'fake'" in err
 
 
 def test_cli_subprocess_entry_point(corpus: Path, data_dir: Path) -> None:
