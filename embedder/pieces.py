@@ -8,8 +8,8 @@ a transcript. Stored text gets the matching vector, its own piece counts with BM
 ``pieces`` sparse vector applies IDF (Qdrant's ``Modifier.IDF``), as for BM25.
 
 On the spoken dev set (84 queries) adding this stage to the dense speech vector lifted R@5 from 0.357 to 0.524
-and MRR@10 from 0.242 to 0.407 at one speed (0.583 / 0.461 with the query heard at three speeds, against 0.559 /
-0.480 for a Whisper transcription cascade; docs/speech.md).
+and MRR@10 from 0.242 to 0.407 at one speed (0.583 / 0.467 with the query heard at three speeds and its piece
+weights square-rooted, against 0.559 / 0.480 for a Whisper transcription cascade; docs/speech.md).
 
 >>> pieces = WordPieces(SpeechEncoder())  # doctest: +SKIP
 >>> pieces.document("Call the plumber")  # doctest: +SKIP
@@ -106,8 +106,9 @@ class WordPieces:
         return keys, [counts[k] * (K1 + 1) / (counts[k] + norm) for k in keys]
 
     def spoken(self, audio: AudioInput) -> Weights | None:
-        """A recording's expected piece counts (pieces under ``min_mass`` dropped); None when the shipped head
-        has no soft tokens (a version-1 head), so the query stays dense-only."""
+        """A spoken query's piece weights: its expected piece counts to the power ``QUERY_POWER`` (pieces whose
+        count is under ``min_mass`` dropped); None when the shipped head has no soft tokens (a version-1 head), so
+        the query stays dense-only."""
         many = self.spoken_many([audio], role="query")
         return None if many is None else many[0]
 
