@@ -73,7 +73,7 @@ Result = dict[str, Any]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT / "sample"
-COMMANDS = ("ingest", "query", "embed", "scale", "voice")
+COMMANDS = ("ingest", "query", "embed", "scale", "voice", "native")
 TOP_K = 10
 # Retrieval asks the index for max(k*5, 50) hits with prefetch max(limit, 100) per stage (app/retrieve.py).
 QUERY_LIMIT = 50
@@ -2040,7 +2040,7 @@ def _add_query_options(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``loupe bench {ingest,query,embed,scale,voice}`` to the CLI's subparsers."""
+    """Add ``loupe bench {ingest,query,embed,scale,voice,native}`` to the CLI's subparsers."""
     p = sub.add_parser("bench", help="measure ingest, query, embedding and scale; writes JSON")
     bsub = p.add_subparsers(dest="bench_command", required=True)
 
@@ -2091,6 +2091,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b = bsub.add_parser("voice", help="spoken query latency: audio file in -> hits (speech encoder + retrieval)")
     _add_common(b, "voice")
     b.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder to search (default sample/)")
+
+    b = bsub.add_parser(
+        "native",
+        help="native profile throughput (GPU if present): base-sized random-weight SigLIP and CLAP per dtype and batch",
+    )
+    _add_common(b, "native")
+    b.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
+    b.add_argument("--items", type=int, default=128, help="images and texts per measurement (default %(default)s)")
+    b.add_argument("--clips", type=int, default=16, help="10-s audio clips per measurement (default %(default)s)")
+    b.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
 
 
 def _progress(msg: str) -> None:
@@ -2163,6 +2174,20 @@ def run(args: argparse.Namespace) -> int:
         elif cmd == "voice":
             body = bench_voice(Path(args.corpus), repeats=args.repeats, profile=args.profile, workdir=workdir)
             table = format_voice(body)
+        elif cmd == "native":
+            from app.bench_native import bench_native, format_native
+
+            body = bench_native(
+                workdir,
+                device=args.device,
+                batch_sizes=args.batch_sizes,
+                n_items=args.items,
+                n_clips=args.clips,
+                repeats=args.repeats,
+                compile=not args.no_compile,
+                on_progress=_progress,
+            )
+            table = format_native(body)
         else:
             if not Path(args.corpus).is_dir():
                 raise ConfigError(f"corpus folder {args.corpus} does not exist")

@@ -225,3 +225,25 @@ def test_bench_ingest_smoke(tmp_path: Path, tiny_corpus: Path) -> None:
     coverage = {r["input"]: r["status"] for r in data["coverage"]}
     assert set(coverage) == {"video", "audio", "scanned PDF"}
     assert coverage["video"] in ("not yet supported", "supported, not measured")  # the tiny corpus has no video
+
+
+def test_bench_native_smoke_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``loupe bench native`` end to end on the CPU, with the tiny architectures standing in for the base-sized
+    ones (which take a minute to build and run here): every variant, input and batch size gets a row."""
+    pytest.importorskip("transformers")
+    from embedder import random_models
+    from tests import tiny_models
+
+    monkeypatch.setattr(random_models, "siglip_base", tiny_models.build_siglip)
+    monkeypatch.setattr(random_models, "clap_htsat", tiny_models.build_clap)
+    out = tmp_path / "native.json"
+    argv = ["native", "--device", "cpu", "--items", "3", "--clips", "2", "--batch-sizes", "1", "2"]
+    data = _run([*argv, "--repeats", "1", "--no-compile", "--data-dir", str(tmp_path / "scratch"), "--out", str(out)])
+    assert data["device"] == "cpu" and data["gpu"] is None
+    # On a CPU "auto" resolves to float32, so the half-precision variant is not measured twice.
+    assert {r["variant"] for r in data["rows"]} == {"float32"}
+    assert sorted((r["input"], r["batch_size"]) for r in data["rows"]) == sorted(
+        (k, b) for k in ("images", "texts", "clips") for b in (1, 2)
+    )
+    assert all(r["items_per_s"] > 0 and r["gpu_peak_mb"] is None and r["prep_threads"] == 1 for r in data["rows"])
+    assert set(data["cpu_preparation_items_per_s"]) == {"images", "clips"}

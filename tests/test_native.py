@@ -420,3 +420,12 @@ def test_label_embeddings_are_cached_across_instances(
     third, _ = native_backends(str(tiny["siglip"]), str(tiny["clap"]), audio_labels=["dog"], cache_dir=str(tmp_path))
     third.embed(_clips()[:1])
     assert len(list(tmp_path.glob("native-labels-*.npz"))) == 2
+
+
+def test_threaded_preparation_keeps_every_vector(tiny: dict[str, Path], pictures: list[str]) -> None:
+    """Images prepared on several threads (the GPU default) give the serial path's vectors, in order."""
+    frames = [ImageInput(p) for p in pictures * 2]
+    serial = ImageTextEmbedder(str(tiny["siglip"]), prep_workers=1, batch_size=8)
+    threaded = ImageTextEmbedder(str(tiny["siglip"]), prep_workers=3, batch_size=8)
+    np.testing.assert_allclose(threaded.embed(frames), serial.embed(frames), atol=1e-6)
+    assert threaded._workers() == 3 and ImageTextEmbedder(str(tiny["clip"]), device="cpu")._workers() == 1

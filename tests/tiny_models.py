@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = "a photo of dog cat hammer the sound sirens rain music speech represent input user system assistant".split()
+from embedder.random_models import BERT_SPECIAL, BERT_TOKENS, VOCAB, WORDS, clap_folder, siglip_folder, word_tokenizer
+
 QWEN_SPECIAL = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -20,41 +21,13 @@ QWEN_SPECIAL = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-
-
-def _tokenizer(special: list[str], max_length: int, **tokens: str) -> object:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate([*special, *WORDS])}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token=tokens.get("unk_token", special[1])))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, model_max_length=max_length, **tokens)
-
-
-def _bert_tokens() -> dict[str, str]:
-    return {"pad_token": "[PAD]", "unk_token": "[UNK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
-
-
-BERT_SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
-VOCAB = len(BERT_SPECIAL) + len(WORDS)
 TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
 
 
 def build_siglip(folder: Path) -> Path:
     """A 1-layer SigLIP (text 16 tokens, 32x32 images) with its processor, saved to ``folder``."""
-    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor
-
-    cfg = SiglipConfig(
-        text_config={**TOWER, "vocab_size": VOCAB, "max_position_embeddings": 16},
-        vision_config={**TOWER, "image_size": 32, "patch_size": 8},
-    )
-    SiglipModel(cfg).save_pretrained(folder)
-    tok = _tokenizer(BERT_SPECIAL, 16, **_bert_tokens())
-    SiglipProcessor(
-        image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tok
-    ).save_pretrained(folder)
-    return folder
+    text = {**TOWER, "vocab_size": VOCAB, "max_position_embeddings": 16}
+    return siglip_folder(folder, text=text, vision={**TOWER, "image_size": 32, "patch_size": 8}, text_length=16)
 
 
 def build_clip(folder: Path) -> Path:
@@ -69,7 +42,7 @@ def build_clip(folder: Path) -> Path:
     )
     CLIPModel(cfg).save_pretrained(folder)
     images = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=images, tokenizer=_tokenizer(BERT_SPECIAL, 16, **_bert_tokens())).save_pretrained(
+    CLIPProcessor(image_processor=images, tokenizer=word_tokenizer(BERT_SPECIAL, 16, **BERT_TOKENS)).save_pretrained(
         folder
     )
     return folder
@@ -77,30 +50,20 @@ def build_clip(folder: Path) -> Path:
 
 def build_clap(folder: Path) -> Path:
     """A tiny CLAP (HTSAT audio tower, 16 mel bins, 2-s windows at 48 kHz; projection 24), saved to ``folder``."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
-
-    cfg = ClapConfig(
-        text_config={**TOWER, "vocab_size": VOCAB + 2, "max_position_embeddings": 40, "pad_token_id": 0},
-        audio_config={
-            "hidden_size": 32,
-            "depths": [1, 1],
-            "num_attention_heads": [2, 2],
-            "patch_embeds_hidden_size": 16,
-            "window_size": 4,
-            "spec_size": 64,
-            "num_mel_bins": 16,
-            "patch_stride": [4, 4],
-            "patch_size": 4,
-            "enable_fusion": False,
-        },
-        projection_dim=24,
-    )
-    ClapModel(cfg).save_pretrained(folder)
-    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=48_000, max_length_s=2, truncation="rand_trunc")
-    ClapProcessor(feature_extractor=fe, tokenizer=_tokenizer(BERT_SPECIAL, 32, **_bert_tokens())).save_pretrained(
-        folder
-    )
-    return folder
+    audio = {
+        "hidden_size": 32,
+        "depths": [1, 1],
+        "num_attention_heads": [2, 2],
+        "patch_embeds_hidden_size": 16,
+        "window_size": 4,
+        "spec_size": 64,
+        "num_mel_bins": 16,
+        "patch_stride": [4, 4],
+        "patch_size": 4,
+        "enable_fusion": False,
+    }
+    text = {**TOWER, "vocab_size": VOCAB + 2, "max_position_embeddings": 40, "pad_token_id": 0}
+    return clap_folder(folder, text=text, audio=audio, projection_dim=24, window_s=2, text_length=32)
 
 
 def build_qwen3_vl(folder: Path) -> Path:
@@ -137,9 +100,9 @@ def build_qwen3_vl(folder: Path) -> Path:
         vision_end_token_id=ids["<|vision_end|>"],
     )
     Qwen3VLModel(cfg).save_pretrained(folder)
-    tok = _tokenizer(special, 512, pad_token="<|endoftext|>", unk_token="[UNK]", eos_token="<|im_end|>")
-    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})  # type: ignore[attr-defined]
-    tok.save_pretrained(folder)  # type: ignore[attr-defined]
+    tok = word_tokenizer(special, 512, pad_token="<|endoftext|>", unk_token="[UNK]", eos_token="<|im_end|>")
+    tok.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
+    tok.save_pretrained(folder)
     Qwen2VLImageProcessorPil(
         patch_size=8, merge_size=2, temporal_patch_size=2, size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64}
     ).save_pretrained(folder)

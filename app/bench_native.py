@@ -1,0 +1,212 @@
+"""``loupe bench native``: the native profile's embedding throughput on this machine's GPU (or CPU).
+
+Base-sized models of the default architectures with random weights (embedder/random_models.py: SigLIP base
+patch16-224's and CLAP HTSAT's shapes; nothing is downloaded) run through the product's own backends
+(:class:`embedder.native.ImageTextEmbedder`, :class:`embedder.native.AudioTextEmbedder`), so a measurement
+includes what a user's ingest pays: image decoding and the processor on the CPU, pinned copies, the model in the
+chosen dtype, and the vectors back as float32. Per variant (float32 eager, the profile's half precision eager,
+half precision with ``torch.compile``; half precision with the CPU preparation on one thread, to show what the
+preparation threads buy) and batch size: items per second (median of ``repeats`` after one
+untimed warm-up pass, which also compiles), and the GPU memory peak. The CPU-side ceiling is measured apart:
+the processor alone on the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Result = dict[str, Any]
+# (dtype, compile, image preparation threads; 0 = the backend's default: up to 8 on a GPU, 1 on a CPU)
+VARIANTS = (("float32", False, 0), ("auto", False, 0), ("auto", True, 0), ("auto", False, 1))
+
+
+def make_inputs(folder: Path, n_images: int, n_texts: int, n_clips: int, clip_s: float = 10.0) -> Result:
+    """Photo-sized JPEGs (640x480 noise over a gradient: realistic decode cost), ~20-word texts, and
+    ``clip_s``-second 16 kHz clips (tones in noise)."""
+    from PIL import Image
+
+    from embedder.base import AudioInput, ImageInput, TextInput
+    from embedder.random_models import WORDS
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    ramp = np.linspace(0, 200, 640, dtype=np.float32)[None, :, None]
+    images = []
+    for i in range(n_images):
+        pixels = np.clip(ramp + rng.normal(0, 40, (480, 640, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"photo{i:04d}.jpg"
+        Image.fromarray(pixels).save(path, quality=90)
+        images.append(ImageInput(str(path)))
+    texts = [TextInput(" ".join(rng.choice(WORDS, 20))) for _ in range(n_texts)]
+    t = np.arange(int(16_000 * clip_s)) / 16_000
+    clips = [
+        AudioInput(
+            (0.2 * np.sin(2 * np.pi * (200 + 40 * i) * t) + rng.normal(0, 0.05, t.size)).astype(np.float32), 16_000
+        )
+        for i in range(n_clips)
+    ]
+    return {"images": images, "texts": texts, "clips": clips}
+
+
+def _gpu_peak_reset(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak_mb(device: str) -> float | None:
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def time_embed(emb: Any, items: Sequence[Any], batch_sizes: Sequence[int], repeats: int) -> list[Result]:
+    """Items per second per batch size: one untimed pass (loads, compiles, warms caches), then ``repeats``."""
+    rows = []
+    for b in batch_sizes:
+        emb.batch_size = b
+        emb.embed(items)
+        _gpu_peak_reset(emb.device)
+        secs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            emb.embed(items)
+            secs.append(time.perf_counter() - t0)
+        rates = [len(items) / s for s in secs]
+        rows.append(
+            {
+                "batch_size": b,
+                "items_per_s": round(statistics.median(rates), 1),
+                "items_per_s_all": [round(r, 1) for r in rates],
+                "gpu_peak_mb": _gpu_peak_mb(emb.device),
+            }
+        )
+    return rows
+
+
+def processor_ceiling(emb: Any, items: Sequence[Any], kind: str, repeats: int) -> Result:
+    """Items per second of the CPU-side preparation alone (decoding + the processor), on one thread and on the
+    backend's preparation threads: the ceiling of ingest on a GPU (clips are measured on threads too, to show
+    why the product prepares them on one)."""
+    from embedder.native import _load_image
+
+    _, processor = emb._ensure()
+
+    def prepare(part: list[Any]) -> Any:
+        if kind == "images":
+            return processor(images=[_load_image(it.path) for it in part], return_tensors="pt")
+        wins = [w for it in part for w in emb.windows(it)]
+        fe = processor.feature_extractor
+        return fe(wins, sampling_rate=fe.sampling_rate, return_tensors="pt", truncation="rand_trunc")
+
+    saved = emb.prep_workers
+    out: Result = {}
+    for workers in (1, 0):
+        emb.prep_workers = workers
+        secs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            emb._prepared(list(items), prepare)
+            secs.append(time.perf_counter() - t0)
+        n = emb._workers()
+        out[f"{n} thread" + ("s" if n > 1 else "")] = round(len(items) / statistics.median(secs), 1)
+    emb.prep_workers = saved
+    return out
+
+
+def bench_native(
+    workdir: Path,
+    *,
+    device: str = "auto",
+    batch_sizes: Sequence[int] = (1, 16, 64),
+    n_items: int = 128,
+    n_clips: int = 16,
+    repeats: int = 3,
+    compile: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Throughput of the base-sized random-weight SigLIP (images, texts) and CLAP (10-s clips) per dtype,
+    compile setting and batch size."""
+    import torch
+
+    from embedder.native import AudioTextEmbedder, ImageTextEmbedder, pick_device, pick_dtype
+    from embedder.random_models import clap_htsat, siglip_base
+
+    say = on_progress or (lambda _m: None)
+    dev = pick_device(device)
+    say(f"building base-sized random models in {workdir}")
+    siglip, clap = siglip_base(workdir / "siglip-base"), clap_htsat(workdir / "clap-htsat")
+    data = make_inputs(workdir / "inputs", n_items, n_items, n_clips)
+    gpu = dev.startswith(("cuda", "mps"))
+    default_workers = max(1, min(8, (os.cpu_count() or 1) - 1)) if gpu else 1  # as embedder.native._workers
+    seen: set[tuple[str, int]] = set()  # on a CPU "auto" is float32 with one thread: measured once
+    rows: list[Result] = []
+    ceilings: Result = {}
+    for dtype, comp, workers in VARIANTS:
+        if comp and not compile:
+            continue
+        name = f"{pick_dtype(dev, dtype)}".replace("torch.", "") + (" + compile" if comp else "")
+        threads = workers or default_workers
+        if (name, threads) in seen:
+            continue
+        seen.add((name, threads))
+        # Only images are prepared on threads (embedder.native); the one-thread variant is for them alone.
+        runs: list[tuple[Path, Any, str]] = [(siglip, ImageTextEmbedder, "images")]
+        if not workers:
+            runs += [(siglip, ImageTextEmbedder, "texts"), (clap, AudioTextEmbedder, "clips")]
+        for model, cls, kind in runs:
+            say(f"{model.name} {kind}: {name}, {threads if kind == 'images' else 1} preparation threads")
+            emb = cls(str(model), device=dev, dtype=dtype, compile=comp, prep_workers=workers)
+            items = data[kind]
+            t0 = time.perf_counter()
+            emb.embed(items[:1])
+            first_s = time.perf_counter() - t0
+            for row in time_embed(emb, items, batch_sizes, repeats):
+                rows.append({"model": model.name, "input": kind, "variant": name,
+                             "prep_threads": threads if kind == "images" else 1, "first_call_s": round(first_s, 2),
+                             **row})  # fmt: skip
+            if kind != "texts" and kind not in ceilings:
+                ceilings[kind] = processor_ceiling(emb, items, kind, repeats)
+            del emb
+            if dev.startswith("cuda"):
+                torch.cuda.empty_cache()
+    return {
+        "device": dev,
+        "gpu": torch.cuda.get_device_name(0) if dev.startswith("cuda") else None,
+        "torch": torch.__version__,
+        "models": {
+            "siglip-base": "SigLIP base patch16-224 shapes, random weights (~203 M parameters)",
+            "clap-htsat": "CLAP HTSAT-unfused shapes, random weights, 10-s windows at 48 kHz",
+        },
+        "inputs": {"images": "640x480 JPEG", "texts": "20 words (SigLIP pads to 64 tokens)", "clips": "10 s, 16 kHz"},
+        "n": {"images": n_items, "texts": n_items, "clips": n_clips},
+        "cpu_preparation_items_per_s": ceilings,
+        "rows": rows,
+        "note": "random weights: the cost per item is the real architecture's, the vectors mean nothing",
+    }
+
+
+def format_native(body: Result) -> str:
+    """A plain-text table of the rows."""
+    lines = [f"device {body['device']} ({body.get('gpu') or 'cpu'}), torch {body['torch']}"]
+    lines.append(
+        f"{'model':12s} {'input':7s} {'variant':20s} {'prep':>4s} {'batch':>5s} {'items/s':>9s} {'GPU MB':>8s}"
+    )
+    for r in body["rows"]:
+        mb = "" if r["gpu_peak_mb"] is None else f"{r['gpu_peak_mb']:.0f}"
+        head = f"{r['model']:12s} {r['input']:7s} {r['variant']:20s} {r['prep_threads']:4d}"
+        lines.append(f"{head} {r['batch_size']:5d} {r['items_per_s']:9.1f} {mb:>8s}")
+    for kind, rates in body["cpu_preparation_items_per_s"].items():
+        lines.append(f"CPU preparation alone ({kind}), items/s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
+    return "\n".join(lines)
