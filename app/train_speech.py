@@ -28,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=["soft-tokens", "pooled"], help="head type (default soft-tokens)")
     p.add_argument("--e2e-steps", type=int, help="soft-tokens: batches of fine-tuning through e5 (0 = none)")
     p.add_argument(
+        "--e2e-from",
+        type=Path,
+        help="soft-tokens: continue the fine-tuning through e5 from this head file (skips the bag-of-pieces stage)",
+    )
+    p.add_argument(
         "--blend-pooled", type=float, help="soft-tokens: pooled head's share of the query and clip vectors (0 = none)"
     )
 
@@ -39,6 +44,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(Recipe)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "e2e_from" in overrides:
+        if not Path(overrides["e2e_from"]).is_file():
+            raise ConfigError(f"--e2e-from {overrides['e2e_from']}: no such head file")
+        overrides["e2e_from"] = str(overrides["e2e_from"])
+        if overrides.get("e2e_steps", 1) < 1:
+            raise ConfigError("--e2e-from needs --e2e-steps of at least 1")
     for k, v in overrides.items():
         if k in ("seed", "epochs", "en_sentences", "other_sentences") and v < 1:
             raise ConfigError(f"--{k.replace('_', '-')} must be at least 1, not {v}")

@@ -8,8 +8,8 @@ a transcript. Stored text gets the matching vector, its own piece counts with BM
 ``pieces`` sparse vector applies IDF (Qdrant's ``Modifier.IDF``), as for BM25.
 
 On the spoken dev set (84 queries) adding this stage to the dense speech vector lifted R@5 from 0.357 to 0.524
-and MRR@10 from 0.242 to 0.407 at one speed (0.583 / 0.467 with the query heard at three speeds and its piece
-weights square-rooted, against 0.559 / 0.480 for a Whisper transcription cascade; docs/speech.md).
+and MRR@10 from 0.242 to 0.407 at one speed (0.583 / 0.495 with the query heard at three speeds, its piece
+weights square-rooted and head v2.1, against 0.559 / 0.480 for a Whisper transcription cascade; docs/speech.md).
 
 >>> pieces = WordPieces(SpeechEncoder())  # doctest: +SKIP
 >>> pieces.document("Call the plumber")  # doctest: +SKIP

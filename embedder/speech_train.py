@@ -91,6 +91,8 @@ class Recipe:
     min_piece_count: int = 2
     e2e_steps: int = 150  # soft-tokens: batches of the second stage (through e5); 0 = bag loss only
     e2e_lr: float = 3e-4
+    # soft-tokens: a checkpoint whose soft-token head stage 2 continues from (stage 1 skipped); "" = train anew
+    e2e_from: str = ""
     # soft-tokens: share of the pooled head (a version-1 checkpoint in embedder/data) in the spoken-query vector
     blend_pooled: float = 0.3
     pooled_head: str = "speech_head_pooled.pt"
@@ -794,6 +796,36 @@ def fine_tune_through_e5(
     return [row]
 
 
+def continue_through_e5(
+    checkpoint: Path,
+    train: Dataset,
+    val: Dataset,
+    targets: np.ndarray,
+    langs: Sequence[str],
+    pieces: Sequence[Sequence[int]],
+    recipe: Recipe,
+    log: Callable[[str], None] = print,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Stage 2 again, from the soft-token head inside ``checkpoint`` (a blend's main head), for
+    ``recipe.e2e_steps`` more batches with a fresh one-cycle schedule. The shipped head is the default recipe's
+    head continued this way (model card): 150 batches of stage 2 had not converged, and rerunning stage 1 to
+    change that number costs 45 minutes on 2 cores."""
+    import torch
+
+    from embedder.speech import _head_from
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise ConfigError(f"cannot read the speech head {checkpoint} to continue from: {e}") from e
+    if ckpt.get("config", {}).get("arch") != "soft-tokens":
+        raise ConfigError(f"{checkpoint} holds no soft-token head; --e2e-from needs one (a version-2 head)")
+    head = _head_from(ckpt)
+    log(f"continuing stage 2 from {checkpoint} for {recipe.e2e_steps} batches")
+    curve = fine_tune_through_e5(head, train, val, targets, langs, pieces, recipe, log)
+    return head.eval(), curve
+
+
 def calibration(targets: np.ndarray) -> dict[str, Any]:
     """e5's mean query and passage directions and the targets' typical component along them (median)."""
     import torch
@@ -902,7 +934,11 @@ def run(
         np.save(target_file, targets)
         timings["e5_targets_s"] = round(time.time() - t, 1)
     t = time.time()
-    if soft:
+    if soft and recipe.e2e_from:
+        pieces = piece_histograms(table, work / "pieces.json")
+        head, curve = continue_through_e5(Path(recipe.e2e_from), datasets["train"], datasets["val"], targets, langs,
+                                          pieces, recipe, log)  # fmt: skip
+    elif soft:
         pieces = piece_histograms(table, work / "pieces.json")
         head, curve = train_soft_head(datasets["train"], datasets["val"], targets, langs, recipe, log, pieces)
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import EmbedError
+from app.errors import ConfigError, EmbedError
 from embedder.base import AudioInput, TextInput
 from embedder.fake import FakeEmbedder
 from embedder.speech import (
@@ -312,6 +312,30 @@ def test_e2e_stage_runs_through_e5_and_never_keeps_a_worse_head() -> None:
     moved = any(not torch.equal(v, start[k]) for k, v in head.state_dict().items())  # type: ignore[attr-defined]
     # either the stage helped (and the head moved) or the head is exactly what it was
     assert moved == (row["r5"] >= before["r5"])
+
+
+def test_stage_two_continues_from_a_saved_soft_token_head(tmp_path: Path) -> None:
+    import torch
+
+    from embedder.speech_train import continue_through_e5, save_head
+
+    rng = np.random.default_rng(1)
+    lens = rng.integers(10, 30, 8)
+    frames = rng.standard_normal((int(lens.sum()), ENCODER_DIM)).astype(np.float16)
+    ds = Dataset(frames, np.ones(len(frames), bool), np.concatenate([[0], np.cumsum(lens)]), np.arange(8) % 4)
+    targets = rng.standard_normal((4, 2, 384)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=-1, keepdims=True)
+    head = small_soft_head()
+    path = tmp_path / "soft.pt"
+    save_head(head, Recipe(), path)
+    back, curve = continue_through_e5(path, ds, ds, targets, ["en"] * 4, [[5, 9], [100], [45, 77], [13]],
+                                      Recipe(batch_size=4, e2e_steps=2))  # fmt: skip
+    assert [r["stage"] for r in curve] == ["e2e"] and curve[0]["steps"] == 2
+    assert back.config["code_ids"] == CODE
+    pooled = tmp_path / "pooled.pt"
+    torch.save({"config": {"arch": "pooled"}, "state": {}}, pooled)
+    with pytest.raises(ConfigError, match="no soft-token head"):
+        continue_through_e5(pooled, ds, ds, targets, ["en"] * 4, [[5]] * 4, Recipe(batch_size=4, e2e_steps=1))
 
 
 def test_blended_checkpoint_mixes_both_outputs(tmp_path: Path) -> None:
@@ -620,6 +644,14 @@ def test_train_command_is_wired_to_the_recipe(monkeypatch: pytest.MonkeyPatch, t
     assert main(["train", "speech", "--arch", "pooled", "--blend-pooled", "0", "--e2e-steps", "0",
                  "--cache-dir", str(tmp_path)]) == 0  # fmt: skip
     assert seen["recipe"] == Recipe(arch="pooled", blend_pooled=0.0, e2e_steps=0)
+    head = tmp_path / "head.pt"
+    head.write_bytes(b"x")
+    assert main(["train", "speech", "--e2e-from", str(head), "--e2e-steps", "450", "--cache-dir", str(tmp_path)]) == 0
+    assert seen["recipe"] == Recipe(e2e_from=str(head), e2e_steps=450)
+    assert main(["train", "speech", "--e2e-from", str(tmp_path / "missing.pt")]) == 2
+    assert main(["train", "speech", "--e2e-from", str(head), "--e2e-steps", "0"]) == 2
+    # Continuing stage 2 is not part of the cached features' identity.
+    assert Recipe(e2e_from=str(head)).key() == Recipe().key()
 
 
 # --- the shipped head on real speech (model) -------------------------------------------------------------

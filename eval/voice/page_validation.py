@@ -19,7 +19,7 @@ from material the head never trained on and the dev set does not use:
 It scores the product's spoken-query path (head query output, dense; the heard word pieces, embedder/pieces.py;
 weighted RRF with k 60 over the top 100 of each stage, as index/store.py asks Qdrant; IDF as Qdrant's
 ``Modifier.IDF``) and the alternatives that were weighed, with the typed query as the ceiling. Vectors are cached
-in ``--work``; a rerun only scores.
+in ``--work`` (the recordings' per head file); a rerun only scores.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from embedder import speech_train as T  # noqa: E402
 from embedder.base import AudioInput, TextInput  # noqa: E402
 from embedder.e5 import E5Embedder  # noqa: E402
 from embedder.pieces import MIN_MASS, QUERY_POWER, STAGE_WEIGHT, WordPieces  # noqa: E402
-from embedder.speech import SAMPLE_RATE, SpeechEncoder  # noqa: E402
+from embedder.speech import SAMPLE_RATE, SpeechEncoder, file_digest  # noqa: E402
 from index.engines import RRF_K  # noqa: E402
 from ingest.chunking import make_splitter  # noqa: E402
 
@@ -152,22 +152,29 @@ def build(cache: Path, work: Path, distractors: int) -> dict[str, Any]:
     dense = e5.embed([TextInput(text) for _, text in docs], role="passage")
     typed = e5.embed([TextInput(q["text"]) for q in queries], role="query")
     print(f"e5: {time.time() - t:.0f} s", flush=True)
-    enc = SpeechEncoder()
+    work.mkdir(parents=True, exist_ok=True)
+    meta = {"queries": queries, "keys": [k for k, _ in docs], "texts": [t for _, t in docs]}
+    meta_file.write_text(json.dumps(meta))
+    arrays = {"dense": dense, "typed": typed}
+    np.savez(saved, **arrays)  # type: ignore[arg-type]
+    return {**meta, **arrays}
+
+
+def spoken_vectors(cache: Path, queries: list[dict[str, Any]], enc: SpeechEncoder) -> dict[str, np.ndarray]:
+    """The queries re-synthesised from their recipe and heard by ``enc`` (at the product's query speeds): query
+    vectors, heard piece masses, and the head's codebook."""
+    table = json.loads((cache / "sentences.json").read_text())["table"]
+    recipe = json.loads((cache / "val.json").read_text())
     spoken, masses = [], []
     for q in queries:
         r = recipe[q["recording"]]
         wave = T.espeak(table[r["sentence"]], r["voice"], r["speed"], r["pitch"])
         wave, _ = T.augment(wave, np.random.default_rng(q["recording"]))
         item = AudioInput(wave, SAMPLE_RATE, speech=True)
-        spoken.append(enc.embed([item], role="query")[0])  # the product's query speeds
+        spoken.append(enc.embed([item], role="query")[0])
         masses.append((enc.piece_masses([item], role="query") or [(np.zeros(0), np.zeros(0))])[0][1])
     code = np.asarray(enc._load().main.config["code_ids"], dtype=np.int64)
-    work.mkdir(parents=True, exist_ok=True)
-    meta = {"queries": queries, "keys": [k for k, _ in docs], "texts": [t for _, t in docs]}
-    meta_file.write_text(json.dumps(meta))
-    arrays = {"dense": dense, "typed": typed, "spoken": np.stack(spoken), "masses": np.stack(masses), "code": code}
-    np.savez(saved, **arrays)  # type: ignore[arg-type]
-    return {**meta, **arrays}
+    return {"spoken": np.stack(spoken), "masses": np.stack(masses), "code": code}
 
 
 class Scorer:
@@ -257,11 +264,19 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "loupe" / "voice-page-validation")
     ap.add_argument("--distractors", type=int, default=400, help="manual pages beside the targets")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "eval" / "voice-page-validation.json")
+    ap.add_argument("--head", type=Path, help="score another speech head file (default: the shipped one)")
     args = ap.parse_args()
     if not (args.cache / "val.json").is_file():
         sys.exit(f"no validation recipe in {args.cache}: run `loupe train speech` first (it writes the cache)")
     data = build(args.cache, args.work, args.distractors)
-    sc = Scorer(data, WordPieces(SpeechEncoder()))
+    enc = SpeechEncoder(head_path=args.head)
+    # The recordings' vectors depend on the head: cached per head file (its digest), unlike the documents'.
+    own = args.work / f"spoken-{file_digest(enc.head_path)}.npz"
+    if not own.is_file():
+        np.savez(own, **spoken_vectors(args.cache, data["queries"], enc))  # type: ignore[arg-type]
+    arr = np.load(own)
+    data.update({k: arr[k] for k in arr.files})
+    sc = Scorer(data, WordPieces(enc))
     dense = data["spoken"] @ data["dense"].T
     rows: dict[str, Any] = {
         "typed query, dense (ceiling)": sc.summary(sc.ranks(data["typed"] @ data["dense"].T)),
@@ -286,7 +301,8 @@ def main() -> None:
         "queries": n,
         "documents": len(data["keys"]),
         "groups": len(set(data["keys"])),
-        "query_speeds": list(SpeechEncoder().query_speeds),
+        "head": str(enc.head_path.relative_to(ROOT) if enc.head_path.is_relative_to(ROOT) else enc.head_path),
+        "query_speeds": list(enc.query_speeds),
         "product": product,
         "results": rows,
     }
