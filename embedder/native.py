@@ -332,8 +332,9 @@ class _TorchBackend:
         n = min(self._workers(), len(items))
         if n <= 1:
             return dict(prepare(items))
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._workers(), thread_name_prefix="loupe-prep")
+        with self._lock:  # the API embeds from several request threads: one pool per backend
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers(), thread_name_prefix="loupe-prep")
         bounds = np.linspace(0, len(items), n + 1).round().astype(int)
         parts = [dict(p) for p in self._pool.map(prepare, [items[a:b] for a, b in itertools.pairwise(bounds)])]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
