@@ -313,10 +313,10 @@ class _TorchBackend:
         return out
 
     def _workers(self) -> int:
-        """Threads for preparing a batch of images: on a GPU the CPU side is the bottleneck (one thread decoded
-        and processed 125 photos/s for SigLIP base on an H100 machine, 8 threads 463/s: docs/embedders.md), so it
-        is spread over up to 8 cores (one left for the main thread); on a CPU, torch's own threads already use
-        them."""
+        """Threads for preparing a batch of images: on a GPU the CPU side is the bottleneck (for SigLIP base on
+        an H100 machine one thread decoded and processed 148 photos/s, 8 threads 595/s, while the model in bf16
+        keeps up with thousands: docs/embedders.md), so it is spread over up to 8 cores (one left for the main
+        thread); on a CPU, torch's own threads already use them."""
         if self.prep_workers:
             return self.prep_workers
         if not (self._device or "cpu").startswith(("cuda", "mps")):
@@ -515,8 +515,8 @@ class AudioTextEmbedder(_TorchBackend):
             w = self.windows(item)
             spans.append((len(wins), len(wins) + len(w)))
             wins.extend(w)
-        # One thread on purpose: the feature extractor holds the GIL, and on an H100 machine 8 preparation threads
-        # made CLAP clips slower (23 vs 37 clips/s, docs/embedders.md), unlike images.
+        # One thread on purpose: the feature extractor holds the GIL; on an H100 machine 8 threads prepared CLAP
+        # clips slower than one (22 vs 33 clips/s, docs/embedders.md), unlike images.
         # Every window fits the processor's length, so its truncation never fires; "repeatpad" as LAION trained.
         enc = fe(wins, sampling_rate=fe.sampling_rate, return_tensors="pt", truncation="rand_trunc")
         inputs = self._to_device({k: v for k, v in enc.items() if k in ("input_features", "is_longer")})

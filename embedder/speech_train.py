@@ -807,9 +807,10 @@ def continue_through_e5(
     log: Callable[[str], None] = print,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Stage 2 again, from the soft-token head inside ``checkpoint`` (a blend's main head), for
-    ``recipe.e2e_steps`` more batches with a fresh one-cycle schedule. The shipped head is the default recipe's
-    head continued this way (model card): 150 batches of stage 2 had not converged, and rerunning stage 1 to
-    change that number costs 45 minutes on 2 cores."""
+    ``recipe.e2e_steps`` more batches with a fresh one-cycle schedule. The shipped head (v2.1) is the default
+    recipe's head continued this way for 450 batches (model card): the default's 150 left room, and rerunning
+    stage 1 to change that number costs 45 minutes on 2 cores. (450 more on top made the page-level validation
+    worse: the heard pieces blur, since this stage trains only e5's output.)"""
     import torch
 
     from embedder.speech import _head_from
