@@ -13,7 +13,6 @@ the processor alone on the same inputs.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -140,7 +139,7 @@ def bench_native(
     compile setting and batch size."""
     import torch
 
-    from embedder.native import AudioTextEmbedder, ImageTextEmbedder, pick_device, pick_dtype
+    from embedder.native import AudioTextEmbedder, ImageTextEmbedder, default_prep_workers, pick_device, pick_dtype
     from embedder.random_models import clap_htsat, siglip_base
 
     say = on_progress or (lambda _m: None)
@@ -148,8 +147,7 @@ def bench_native(
     say(f"building base-sized random models in {workdir}")
     siglip, clap = siglip_base(workdir / "siglip-base"), clap_htsat(workdir / "clap-htsat")
     data = make_inputs(workdir / "inputs", n_items, n_items, n_clips)
-    gpu = dev.startswith(("cuda", "mps"))
-    default_workers = max(1, min(8, (os.cpu_count() or 1) - 1)) if gpu else 1  # as embedder.native._workers
+    default_workers = default_prep_workers(dev)
     seen: set[tuple[str, int]] = set()  # on a CPU "auto" is float32 with one thread: measured once
     rows: list[Result] = []
     ceilings: Result = {}

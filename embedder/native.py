@@ -113,6 +113,13 @@ def pick_dtype(device: str, preference: str = "auto") -> Any:
     return torch.float32
 
 
+def default_prep_workers(device: str) -> int:
+    """Image preparation threads by default: up to 8 (one core left for the main thread) on a GPU, 1 on a CPU."""
+    if not device.startswith(("cuda", "mps")):
+        return 1
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
+
+
 def model_identity(model: str) -> str:
     """The id a collection records for ``model``: the hub id, or for a local folder its name and a digest of
     its config and file sizes (moving the folder keeps the id; changing the weights changes it)."""
@@ -317,11 +324,7 @@ class _TorchBackend:
         an H100 machine one thread decoded and processed 148 photos/s, 8 threads 595/s, while the model in bf16
         keeps up with thousands: docs/embedders.md), so it is spread over up to 8 cores (one left for the main
         thread); on a CPU, torch's own threads already use them."""
-        if self.prep_workers:
-            return self.prep_workers
-        if not (self._device or "cpu").startswith(("cuda", "mps")):
-            return 1
-        return max(1, min(8, (os.cpu_count() or 1) - 1))
+        return self.prep_workers or default_prep_workers(self._device or "cpu")
 
     def _prepared(self, items: list[Any], prepare: Callable[[list[Any]], Any]) -> dict[str, Any]:
         """``prepare(items)`` (CPU work returning tensors whose first axis follows the items), split into

@@ -429,3 +429,6 @@ def test_threaded_preparation_keeps_every_vector(tiny: dict[str, Path], pictures
     threaded = ImageTextEmbedder(str(tiny["siglip"]), prep_workers=3, batch_size=8)
     np.testing.assert_allclose(threaded.embed(frames), serial.embed(frames), atol=1e-6)
     assert threaded._workers() == 3 and ImageTextEmbedder(str(tiny["clip"]), device="cpu")._workers() == 1
+    from embedder.native import default_prep_workers
+
+    assert default_prep_workers("cpu") == 1 and 1 <= default_prep_workers("cuda:0") <= 8
