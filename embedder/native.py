@@ -921,6 +921,7 @@ def native_backends(
     video_input: bool = True,
     instruction: str | None = None,
     query_instruction: str | None = None,
+    prep_workers: int = 0,
 ) -> tuple[NativeEmbedder, dict[str, QueryOnlyText]]:
     """The native profile's backends: ``unified`` (a one-space model if given, else the image-text model,
     with audio bridged by CLAP labels) and, with an audio-text model, the ``audio`` named vector.
@@ -933,6 +934,7 @@ def native_backends(
         "device": device,
         "dtype": dtype,
         "batch_size": batch_size,
+        "prep_workers": prep_workers,
         "compile": compile,
         "allow_download": allow_download,
     }

@@ -432,3 +432,6 @@ def test_threaded_preparation_keeps_every_vector(tiny: dict[str, Path], pictures
     from embedder.native import default_prep_workers
 
     assert default_prep_workers("cpu") == 1 and 1 <= default_prep_workers("cuda:0") <= 8
+    # A profile option: it reaches the image-text backend.
+    unified, _ = native_backends(str(tiny["siglip"]), None, prep_workers=3)
+    assert isinstance(unified.space, ImageTextEmbedder) and unified.space.prep_workers == 3
