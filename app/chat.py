@@ -21,8 +21,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 from llama_index.core.memory import ChatMemoryBuffer
 
-from app.errors import GeneratorError
-from app.generate import key_terms, quote_data
+from loupe.app.generate import key_terms, quote_data
+from loupe.errors import GeneratorError
 
 # Words that make a question lean on the conversation ("it", "that one", "also").
 _REFERRING = frozenset(

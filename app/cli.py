@@ -12,24 +12,24 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from app import bench, train_speech
-from app.config import Settings, load_settings
-from app.errors import ConfigError, LoupeError, ProfileMismatchError
-from app.retrieve import Filters
-from app.service import Loupe
-from app.types import Hit, PageLoc
-from embedder.profiles import profile_from_settings
+from loupe.app.config import Settings, load_settings
+from loupe.app.retrieve import Filters
+from loupe.app.service import Loupe
+from loupe.errors import ConfigError, LoupeError, ProfileMismatchError
+from loupe.types import Hit, PageLoc
 
 EXIT_FAILURES = 3
 # Its own code, so that scripts can tell "rebuild this collection" from other failures (`make demo` does).
 EXIT_PROFILE_MISMATCH = 4
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """The options every collection command takes (data dir, collection, config file, profile)."""
     p.add_argument("--data-dir", help="where indexes, media and reports live (env LOUPE_DATA_DIR)")
     p.add_argument("--collection", "-c", help="collection (knowledge base) name (env LOUPE_COLLECTION)")
     p.add_argument("--config", help="YAML settings file (env LOUPE_CONFIG)")
@@ -44,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="ingest files and folders into a collection")
-    _common(p)
+    add_common_options(p)
     p.add_argument("paths", nargs="+", help="files or folders")
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--prune", action="store_true", help="delete sources under PATHS whose files no longer exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="search a collection")
-    _common(p)
+    add_common_options(p)
     p.add_argument("text", nargs="?", default=None, help="query text")
     p.add_argument("--image", help="query image file")
     p.add_argument("--audio", help="query audio file (spoken query)")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print hits as JSON")
 
     p = sub.add_parser("ask", help="ask a question; the answer cites its sources [n]")
-    _common(p)
+    add_common_options(p)
     p.add_argument("question")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true")
@@ -71,30 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-model", help="model name, .gguf file or VLM folder")
 
     p = sub.add_parser("collections", help="list collections and their contents")
-    _common(p)
+    add_common_options(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("delete", help="delete a source (its points) from a collection")
-    _common(p)
+    add_common_options(p)
     p.add_argument("source", help="the file path as it was ingested")
 
-    p = sub.add_parser("eval", help="score retrieval on labelled queries (R@k, MRR, nDCG per modality)")
-    _common(p)
-    p.add_argument("--queries", required=True, help="queries JSONL (paths inside are relative to its folder)")
-    p.add_argument("--corpus", required=True, help="folder to ingest (reused when unchanged)")
-    p.add_argument("--out", help="write the JSON report here")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument(
-        "--answers", action="store_true", help="also answer each query: citation support, answer terms, first token"
-    )
-    p.add_argument("--generator", help="generator for --answers (default: the settings' generator)")
-    p.add_argument("--generator-model", help="model name, .gguf file or VLM folder for --answers")
-
-    bench.add_parser(sub)
-    train_speech.add_parser(sub)
-
     p = sub.add_parser("serve", help="start the REST API (OpenAPI schema at /openapi.json, docs at /docs)")
-    _common(p)
+    add_common_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-auth", action="store_true", help="no API keys: one local user (loopback hosts only)")
@@ -105,13 +90,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a label for the key (shown in logs, never the key)")
 
     p = sub.add_parser("ui", help="start the Streamlit UI")
-    _common(p)
+    add_common_options(p)
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1")
+    for name, handler in _plugin_commands(sub).items():
+        _PLUGIN_HANDLERS[name] = handler
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+Handler = Callable[[argparse.Namespace], int]
+# Commands registered by other distributions' or rooms' entry points (loupe eval, bench, train live in loupe.lab,
+# which sits above app/: the product never imports it; it registers itself in pyproject.toml).
+_PLUGIN_HANDLERS: dict[str, Handler] = {}
+PLUGIN_GROUP = "loupe.commands"
+
+
+def _plugin_commands(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    """Let each ``loupe.commands`` entry point add its subcommands; returns their handlers by name.
+
+    An entry point names a function ``register(sub) -> {command: handler}``. One that fails to load is reported
+    and skipped, so a broken optional install never takes the product's own commands down with it.
+    """
+    handlers: dict[str, Handler] = {}
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            register = ep.load()
+            handlers.update(register(sub))
+        except Exception as e:  # a plugin's import error must not break `loupe ingest`
+            print(f"loupe: command {ep.name!r} unavailable ({ep.value}: {e})", file=sys.stderr)
+    return handlers
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings object for a command: the config file and env, overridden by the common options."""
     return load_settings(
         args.config,
         data_dir=args.data_dir,
@@ -149,7 +160,7 @@ def _snippet(text: str | None, width: int = 160) -> str:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    with Loupe(_settings(args)) as lp:
+    with Loupe(settings_from_args(args)) as lp:
         report = lp.ingest(args.paths, prune=args.prune, show_progress=not args.quiet and sys.stderr.isatty())
     report_path = args.report or (lp.settings.data_dir / "reports" / f"ingest-{lp.collection}-latest.json")
     report.write(report_path)
@@ -168,7 +179,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not (args.text or args.image or args.audio):
         raise ConfigError('give a query: loupe search "text" [--image FILE] [--audio FILE]')
     filters = Filters(modalities=tuple(args.modality), sources=tuple(str(Path(s).absolute()) for s in args.source))
-    with Loupe(_settings(args)) as lp:
+    with Loupe(settings_from_args(args)) as lp:
         hits = lp.search(args.text, image=args.image, audio=args.audio, k=args.k, filters=filters)
     if args.json:
         print(json.dumps([hit_json(h) for h in hits], ensure_ascii=False, indent=2))
@@ -224,7 +235,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_collections(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     out = []
     for name in Loupe(settings).collections():
         with Loupe(settings.model_copy(update={"collection": name})) as lp:
@@ -248,74 +259,20 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with Loupe(_settings(args)) as lp:
+    with Loupe(settings_from_args(args)) as lp:
         n = lp.delete_source(args.source)
     print(f"deleted {n} points of {Path(args.source).absolute()}")
     return 0 if n else 1
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from app.evaluate import check_places, corpus_collection_name, format_table, load_queries, run_queries
-
-    queries = load_queries(args.queries)
-    problems = check_places(queries, Path(args.queries).absolute().parent)
-    if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ConfigError(f"queries file {args.queries}: " + "; ".join(problems[:5]) + more)
-    corpus = Path(args.corpus)
-    if not corpus.is_dir():
-        raise ConfigError(f"corpus folder {corpus} does not exist")
-    settings = _settings(args)
-    if args.generator or args.generator_model:
-        gen = {"generator": args.generator, "generator_model": args.generator_model}
-        settings = settings.model_copy(update={k: v for k, v in gen.items() if v})
-    if not args.collection:
-        # The name hashes the corpus folder and the profile's models, so a changed profile gets a new collection.
-        space = profile_from_settings(settings).info.describe()
-        settings = settings.model_copy(update={"collection": corpus_collection_name(corpus, settings.profile, space)})
-    with Loupe(settings) as lp:
-        ingest_report = lp.ingest([corpus], prune=True, show_progress=sys.stderr.isatty())
-        if ingest_report.has_failures:
-            failed = [f for f in ingest_report.files if f.status == "failed"]
-            print(f"warning: {len(failed)} corpus files failed to ingest, e.g. {failed[0].path}: {failed[0].reason}")
-
-        def search(q: Any, base: Path) -> list[tuple[str, Any, float]]:
-            image = str(base / q.image) if q.image else None
-            audio = str(base / q.audio) if q.audio else None
-            hits = lp.search(q.text, image=image, audio=audio, k=args.k)
-            return [(h.segment.source.uri, h.locator_json, h.score) for h in hits]
-
-        report = run_queries(queries, Path(args.queries).absolute().parent, search, k=args.k)
-        report = {
-            "profile": lp.profile.info.name,
-            "models": lp.profile.info.model_ids,
-            "collection": settings.collection,
-            "ingest": ingest_report.summary(),
-            **report,
-        }
-        if args.answers:
-            from app.rag_eval import evaluate_answers, expected_terms, format_answers
-
-            base = Path(args.queries).absolute().parent
-            report["answers"] = evaluate_answers(lp, queries, expected_terms(args.queries), base, k=5)
-    print(format_table(report))
-    if args.answers:
-        print(format_answers(report["answers"]))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False))
-        print(f"report: {args.out}")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.api import create_app
+    from loupe.app.api import create_app
 
     if args.no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError("--no-auth serves only on a loopback host (127.0.0.1); use API keys for other hosts")
-    settings = _settings(args)
+    settings = settings_from_args(args)
     app = create_app(settings, no_auth=args.no_auth)
     print(f"Loupe API on http://{args.host}:{args.port}/docs  (data {settings.data_dir})")
     # Idle keep-alive connections are closed after 5 s so slow or stalled clients cannot hold sockets open.
@@ -324,7 +281,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from app.tenants import hash_key, new_key, valid_name
+    from loupe.app.tenants import hash_key, new_key, valid_name
 
     if not valid_name(args.tenant):
         raise ConfigError("--tenant uses letters, digits, '-' and '_' (1-64 characters)")
@@ -343,7 +300,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     env = dict(os.environ)
     env["LOUPE_DATA_DIR"] = str(settings.data_dir)
     env["LOUPE_COLLECTION"] = settings.collection
@@ -380,9 +337,6 @@ COMMANDS = {
     "ask": cmd_ask,
     "collections": cmd_collections,
     "delete": cmd_delete,
-    "eval": cmd_eval,
-    "bench": bench.run,
-    "train": train_speech.cmd_train,
     "ui": cmd_ui,
     "serve": cmd_serve,
     "apikey": cmd_apikey,
@@ -398,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = COMMANDS.get(args.command) or _PLUGIN_HANDLERS[args.command]
+        return handler(args)
     except ConfigError as e:
         print(f"loupe: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.errors import ConfigError
+from loupe.errors import ConfigError
 
 
 class Settings(BaseSettings):

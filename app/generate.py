@@ -24,8 +24,8 @@ from typing import Literal
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.llms import LLM
 
-from app.errors import GeneratorError
-from app.types import Hit, PageLoc, TimeLoc
+from loupe.errors import GeneratorError
+from loupe.types import Hit, PageLoc, TimeLoc
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")

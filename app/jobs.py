@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.pipeline import IngestReport, ProgressFn
+from loupe.app.pipeline import IngestReport, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class JobManager:
 
 
 def _public_error(e: Exception) -> str:
-    from app.errors import LoupeError
+    from loupe.errors import LoupeError
 
     if isinstance(e, LoupeError):
         return str(e)

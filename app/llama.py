@@ -12,9 +12,9 @@ from typing import Any
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from app.retrieve import Filters
-from app.service import Loupe
-from app.types import Hit, PageLoc, TimeLoc
+from loupe.app.retrieve import Filters
+from loupe.app.service import Loupe
+from loupe.types import Hit, PageLoc, TimeLoc
 
 
 def hit_metadata(hit: Hit) -> dict[str, Any]:

@@ -42,8 +42,8 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from pydantic import Field, PrivateAttr
 
-from app.config import Settings
-from app.errors import ConfigError, GeneratorError, UnknownNameError
+from loupe.app.config import Settings
+from loupe.errors import ConfigError, GeneratorError, UnknownNameError
 
 GENERATORS = ("extractive", "local", "openai", "gemini", "vlm")
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from index.engines import FieldFilter
-from index.store import Index
-from ingest.options import media_folder
+from loupe.index.engines import FieldFilter
+from loupe.index.store import Index
+from loupe.ingest.options import media_folder
 
 
 def drop_unused_media(index: Index, media_dir: Path, sha256s: set[str]) -> list[str]:

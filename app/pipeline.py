@@ -26,12 +26,12 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-import ingest
-from app.errors import IngestError, LoupeError
-from app.media import drop_unused_media
-from app.types import Segment
-from embedder.profiles import EmbeddingProfile
-from index.store import Index
+from loupe import ingest
+from loupe.app.media import drop_unused_media
+from loupe.embedder.profiles import EmbeddingProfile
+from loupe.errors import IngestError, LoupeError
+from loupe.index.store import Index
+from loupe.types import Segment
 
 log = logging.getLogger(__name__)
 EMBED_SLICE = 256

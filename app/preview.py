@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.types import Hit, PageLoc
+from loupe.types import Hit, PageLoc
 
 if TYPE_CHECKING:
     from PIL import Image

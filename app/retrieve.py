@@ -12,11 +12,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from app.types import Hit, PageLoc, Segment, TimeLoc
-from embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
-from embedder.profiles import EmbeddingProfile, Query, QueryVector
-from index.engines import FieldFilter, Sparse
-from index.store import Index
+from loupe.embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
+from loupe.embedder.profiles import EmbeddingProfile, Query, QueryVector
+from loupe.index.engines import FieldFilter, Sparse
+from loupe.index.store import Index
+from loupe.types import Hit, PageLoc, Segment, TimeLoc
 
 
 @dataclass(frozen=True)

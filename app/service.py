@@ -11,19 +11,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.chat import Turn, condense_question, recent_history
-from app.config import Settings
-from app.errors import ConfigError, EmbedError, GeneratorError, LoupeError, StoreError
-from app.generate import Answer, AnswerStream
-from app.llm import StreamingLLM, create_llm
-from app.media import drop_unused_media
-from app.pipeline import IngestPipeline, IngestReport, ProgressFn
-from app.retrieve import Filters, search
-from app.types import Hit
-from embedder.base import AudioInput
-from embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, profile_from_settings
-from index.store import Index, IndexConfig
-from ingest import IngestOptions
+from loupe.app.chat import Turn, condense_question, recent_history
+from loupe.app.config import Settings
+from loupe.app.generate import Answer, AnswerStream
+from loupe.app.llm import StreamingLLM, create_llm
+from loupe.app.media import drop_unused_media
+from loupe.app.pipeline import IngestPipeline, IngestReport, ProgressFn
+from loupe.app.retrieve import Filters, search
+from loupe.embedder.base import AudioInput
+from loupe.embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, profile_from_settings
+from loupe.errors import ConfigError, EmbedError, GeneratorError, LoupeError, StoreError
+from loupe.index.store import Index, IndexConfig
+from loupe.ingest import IngestOptions
+from loupe.types import Hit
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def decode_query_audio(path: str) -> AudioInput:
     if not Path(path).is_file():
         raise ConfigError(f"audio query file {path} does not exist")
     try:
-        from ingest.audio import decode_to_array
+        from loupe.ingest.audio import decode_to_array
 
         samples = decode_to_array(Path(path))
     except LoupeError:
@@ -86,7 +86,7 @@ def query_image_text(path: str, ocr: Any = None) -> str:
     import numpy as np
     from PIL import Image
 
-    from ingest.ocr import default_ocr
+    from loupe.ingest.ocr import default_ocr
 
     try:
         with Image.open(path) as im:
@@ -136,11 +136,9 @@ class Loupe:
         if self._index is None:
             os.makedirs(self.settings.data_dir, exist_ok=True)
             cfg = index_config(self.settings, tenant=self.tenant)
-            self._index = Index.open(cfg, self.profile.info, create=create, pieces=self.profile.pieces)
-            if self.tenant is not None:
-                from app.tenants import TenantEngine
-
-                self._index.engine = TenantEngine(self._index.engine, self.tenant)
+            self._index = Index.open(
+                cfg, self.profile.info, create=create, pieces=self.profile.pieces, tenant_scoped=self.tenant is not None
+            )
         return self._index
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EmbedError
+from loupe.errors import EmbedError
 
 SAMPLE_RATE = 16_000
 N_CLASSES = 521

@@ -48,11 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import EmbedError
-from embedder.audio_labels import SoundClassifier
-from embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, VideoInput, l2_normalize
-from embedder.e5 import E5Embedder
-from embedder.image_labels import ImageClassifier
+from loupe.embedder.audio_labels import SoundClassifier
+from loupe.embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, VideoInput, l2_normalize
+from loupe.embedder.e5 import E5Embedder
+from loupe.embedder.image_labels import ImageClassifier
+from loupe.errors import EmbedError
 
 # Prompt templates, averaged per class (tools/bridge_tuning.py compares sets of them).
 IMAGE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a picture of a {}.", "an image showing a {}.", "{}")
@@ -314,7 +314,7 @@ class VisualEmbedder:
     kinds: frozenset[InputKind] = frozenset({"image", "video"})
 
     def __init__(self, images: ImageClassifier | None = None) -> None:
-        from embedder.image_labels import FEATURE_DIM
+        from loupe.embedder.image_labels import FEATURE_DIM
 
         self.images = images or ImageClassifier()
         self.dim = FEATURE_DIM
@@ -355,7 +355,7 @@ class AudioEventEmbedder:
     kinds: frozenset[InputKind] = frozenset({"audio"})
 
     def __init__(self, sounds: SoundClassifier | None = None) -> None:
-        from embedder.audio_labels import EMBEDDING_DIM
+        from loupe.embedder.audio_labels import EMBEDDING_DIM
 
         self.sounds = sounds or SoundClassifier()
         self.dim = EMBEDDING_DIM

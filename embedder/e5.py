@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EmbedError
-from embedder.base import EmbedInput, InputKind, Role, TextInput, l2_normalize, length_sorted_batches
+from loupe.embedder.base import EmbedInput, InputKind, Role, TextInput, l2_normalize, length_sorted_batches
+from loupe.errors import EmbedError
 
 
 class E5Embedder:

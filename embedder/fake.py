@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, VideoInput, l2_normalize
+from loupe.embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, VideoInput, l2_normalize
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

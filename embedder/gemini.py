@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import SecretStr
 
-from app.errors import ConfigError, EmbedError
-from embedder.base import (
+from loupe.embedder.base import (
     AudioInput,
     EmbedInput,
     ImageInput,
@@ -42,6 +41,7 @@ from embedder.base import (
     VideoInput,
     l2_normalize,
 )
+from loupe.errors import ConfigError, EmbedError
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-embedding-2"
@@ -80,7 +80,7 @@ def _image_part(path: str) -> dict[str, Any]:
     try:
         if suffix in IMAGE_MIMES:
             return _inline(Path(path).read_bytes(), IMAGE_MIMES[suffix])
-        from embedder.image_labels import load_image
+        from loupe.embedder.image_labels import load_image
 
         buf = io.BytesIO()
         load_image(path).save(buf, format="PNG")
@@ -161,7 +161,7 @@ class GeminiEmbedder:
         if isinstance(item, ImageInput):
             parts = [_image_part(item.path)]
         elif isinstance(item, VideoInput):
-            from embedder.native import subsample_frames
+            from loupe.embedder.native import subsample_frames
 
             parts = [_image_part(f) for f in subsample_frames(item.frames, MAX_IMAGES)]
         elif isinstance(item, AudioInput):

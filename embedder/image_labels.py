@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EmbedError
+from loupe.errors import EmbedError
 
 IMAGE_SIZE = 224
 N_CLASSES = 1000

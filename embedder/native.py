@@ -1,5 +1,8 @@
 """The ``native`` profile: real multimodal embedders loaded with transformers, by Hugging Face id or local folder.
 
+Why one file of ~950 lines: the backends share the loading, device, dtype, batching and preparation code that
+makes them congruent on CPU and GPU (tests/test_native_gpu.py); each backend class is short.
+
 Backends (all behind :class:`embedder.base.Embedder`):
 
 - :class:`ImageTextEmbedder` — CLIP, SigLIP and SigLIP 2 (``AutoModel`` + ``AutoProcessor``;
@@ -43,8 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import ConfigError, EmbedError
-from embedder.base import (
+from loupe.embedder.base import (
     AudioInput,
     EmbedInput,
     ImageInput,
@@ -56,6 +58,7 @@ from embedder.base import (
     l2_normalize,
     length_sorted_batches,
 )
+from loupe.errors import ConfigError, EmbedError
 
 INSTALL_HINT = "pip install torch==2.13.0 transformers==5.23.0 (the native profile runs models with transformers)"
 # Defaults: small, permissively licensed models of each family (docs/embedders.md has the licences).
@@ -388,7 +391,7 @@ class _TorchBackend:
 
 
 def _load_image(path: str) -> Any:
-    from embedder.image_labels import load_image
+    from loupe.embedder.image_labels import load_image
 
     return load_image(path)
 
@@ -496,7 +499,7 @@ class AudioTextEmbedder(_TorchBackend):
 
     def windows(self, item: AudioInput) -> list[np.ndarray]:
         """The clip at the processor's rate, cut into at most ``max_windows`` windows of its input length."""
-        from embedder.audio_labels import resample
+        from loupe.embedder.audio_labels import resample
 
         _, processor = self._ensure()
         fe = processor.feature_extractor
@@ -541,7 +544,7 @@ class AudioTextEmbedder(_TorchBackend):
         model, _ = self._ensure()
         audio = self.embed(list(clips))
         scale = float(torch.exp(model.logit_scale_a.detach().float()).cpu()) if hasattr(model, "logit_scale_a") else 1.0
-        from embedder.bridge import softmax
+        from loupe.embedder.bridge import softmax
 
         return softmax(scale * (audio @ l2_normalize(label_vectors).T))
 
@@ -757,7 +760,7 @@ class NativeEmbedder:
         temperature: float | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        from embedder.bridge import AUDIO_TEMPERATURE, AUDIO_TOP_K, default_cache_dir
+        from loupe.embedder.bridge import AUDIO_TEMPERATURE, AUDIO_TOP_K, default_cache_dir
 
         self.space = space
         # Label embeddings (521 names x 3 templates through both text towers) are cached here across runs.
@@ -799,13 +802,13 @@ class NativeEmbedder:
     def labels(self) -> list[str]:
         """The label vocabulary audio clips are bridged through."""
         if self._labels is None:
-            from embedder.audio_labels import audioset_class_names
+            from loupe.embedder.audio_labels import audioset_class_names
 
             self._labels = audioset_class_names()
         return self._labels
 
     def _label_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        from embedder.bridge import AUDIO_TEMPLATES
+        from loupe.embedder.bridge import AUDIO_TEMPLATES
 
         assert self.audio is not None
         with self._lock:
@@ -849,7 +852,7 @@ class NativeEmbedder:
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Audio clips through the label bridge, everything else through the space; rows in input order."""
-        from embedder.bridge import bridge_mix
+        from loupe.embedder.bridge import bridge_mix
 
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         audio_idx = [i for i, it in enumerate(items) if isinstance(it, AudioInput)]
@@ -928,7 +931,7 @@ def native_backends(
 
     Construction reads no weights; unknown backend names raise UnknownNameError listing the valid ones.
     """
-    from app.errors import UnknownNameError
+    from loupe.errors import UnknownNameError
 
     common: dict[str, Any] = {
         "device": device,

@@ -2,7 +2,7 @@
 
 A typed query is searched dense + BM25 (index/store.py). A spoken query has no words to give BM25, but the speech
 head's soft tokens (embedder/speech.py) are distributions over e5 word pieces, trained so that their mean matches
-the spoken sentence's piece histogram (the bag loss, embedder/speech_train.py). Summed over time they are the
+the spoken sentence's piece histogram (the bag loss, lab/training/speech.py). Summed over time they are the
 recording's expected piece counts: a sparse vector over e5's vocabulary, in one forward pass and without decoding
 a transcript. Stored text gets the matching vector, its own piece counts with BM25's saturation; the collection's
 ``pieces`` sparse vector applies IDF (Qdrant's ``Modifier.IDF``), as for BM25.
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedder.base import AudioInput, Role
+from loupe.embedder.base import AudioInput, Role
 
 if TYPE_CHECKING:
-    from embedder.speech import SpeechEncoder
+    from loupe.embedder.speech import SpeechEncoder
 
 # BM25's term-frequency saturation and length normalisation (Robertson's usual k1 and b); a stored text of
 # AVG_LEN pieces (about a 1,000-character chunk) is the length that is neither favoured nor penalised.
@@ -85,7 +85,7 @@ class WordPieces:
     def _vocabulary(self) -> Any:
         with self._lock:
             if self._vocab is None:
-                from embedder.e5_torch import read_weights
+                from loupe.embedder.e5_torch import read_weights
 
                 self._vocab = read_weights().vocab
         return self._vocab

@@ -13,14 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.errors import ConfigError, EmbedError, UnknownNameError
-from app.types import Segment
-from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, InputKind, TextInput, VideoInput, input_kind
-from embedder.e5 import E5Embedder
-from embedder.fake import FakeEmbedder
+from loupe.embedder.base import (
+    AudioInput,
+    Embedder,
+    EmbedInput,
+    ImageInput,
+    InputKind,
+    TextInput,
+    VideoInput,
+    input_kind,
+)
+from loupe.embedder.e5 import E5Embedder
+from loupe.embedder.fake import FakeEmbedder
+from loupe.errors import ConfigError, EmbedError, UnknownNameError
+from loupe.types import Segment
 
 if TYPE_CHECKING:
-    from embedder.pieces import WordPieces
+    from loupe.embedder.pieces import WordPieces
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +191,7 @@ class EmbeddingProfile:
     ) -> None:
         """Speech clips also get their soft tokens' word-piece weights (embedder/pieces.py) under ``pieces``, as
         a ``(2, n)`` array (ids over weights): a spoken query's piece stage then reaches recordings too."""
-        from embedder.pieces import as_array
+        from loupe.embedder.pieces import as_array
 
         assert self.pieces is not None
         said = [(j, inp) for j, inp in enumerate(batch) if isinstance(inp, AudioInput) and inp.speech]
@@ -234,7 +243,7 @@ def _passage_kinds(emb: Embedder) -> frozenset[InputKind]:
 
 
 def _bridge(**opts: Any) -> Embedder:
-    from embedder.bridge import BridgeEmbedder
+    from loupe.embedder.bridge import BridgeEmbedder
 
     return BridgeEmbedder(**opts)
 
@@ -245,9 +254,9 @@ EMBEDDERS: dict[str, Callable[..., Embedder]] = {"fake": FakeEmbedder, "e5": E5E
 def _offline_profile(**opts: Any) -> EmbeddingProfile:
     """e5 text space; images, video and non-speech audio bridged into it by classifier labels (embedder/bridge.py);
     speech (spoken queries, speech clips) through the Whisper encoder + trained head (embedder/speech.py)."""
-    from embedder.bridge import offline_backends
-    from embedder.pieces import WordPieces
-    from embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
+    from loupe.embedder.bridge import offline_backends
+    from loupe.embedder.pieces import WordPieces
+    from loupe.embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
 
     unified, extra = offline_backends(**opts)
     if not HEAD_FILE.is_file():
@@ -263,7 +272,7 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
 
 def _native_profile(**opts: Any) -> EmbeddingProfile:
     """Real multimodal models through transformers (embedder/native.py); model ids from the profile options."""
-    from embedder.native import native_backends
+    from loupe.embedder.native import native_backends
 
     unified, extra = native_backends(**opts)
     return EmbeddingProfile("native", unified, extra=dict(extra))
@@ -271,7 +280,7 @@ def _native_profile(**opts: Any) -> EmbeddingProfile:
 
 def _gemini_profile(**opts: Any) -> EmbeddingProfile:
     """Gemini Embedding 2 over its HTTP API (embedder/gemini.py); needs an API key."""
-    from embedder.gemini import GeminiEmbedder
+    from loupe.embedder.gemini import GeminiEmbedder
 
     return EmbeddingProfile("gemini", GeminiEmbedder(**opts))
 

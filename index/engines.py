@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.errors import StoreError
-from index.points import FLOAT_FIELDS, INTEGER_FIELDS, KEYWORD_FIELDS
+from loupe.errors import StoreError
+from loupe.index.points import FLOAT_FIELDS, INTEGER_FIELDS, KEYWORD_FIELDS
 
 BM25 = "bm25"
 # e5 word-piece weights: a text's piece counts, a spoken recording's soft-token piece mass (embedder/speech.py);

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from app.types import Locator, MediaRef, PageLoc, Segment, SourceRef, TimeLoc
+from loupe.types import Locator, MediaRef, PageLoc, Segment, SourceRef, TimeLoc
 
 # Fixed namespace: point ids must stay the same across machines and releases, or re-ingest would duplicate.
 POINT_NAMESPACE = uuid.UUID("6f1c2a52-5b8e-4c41-9d7a-2f0e4b7c9a11")

@@ -15,10 +15,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from app.errors import ProfileMismatchError, StoreError, UnknownNameError
-from app.types import Segment
-from embedder.profiles import ProfileInfo
-from index.engines import (
+from loupe.embedder.profiles import ProfileInfo
+from loupe.errors import ProfileMismatchError, StoreError, UnknownNameError
+from loupe.index.engines import (
     BM25,
     PIECES,
     ClientEngine,
@@ -30,7 +29,9 @@ from index.engines import (
     Sparse,
     VectorQuery,
 )
-from index.points import payload_segment, point_id, segment_payload
+from loupe.index.points import payload_segment, point_id, segment_payload
+from loupe.index.tenants import TenantEngine
+from loupe.types import Segment
 
 SCHEMA_VERSION = 1
 
@@ -135,12 +136,20 @@ class Index:
     # -- opening ---------------------------------------------------------------------------------------------
     @classmethod
     def open(
-        cls, cfg: IndexConfig, profile: ProfileInfo, *, create: bool = True, pieces: PieceEncoder | None = None
+        cls,
+        cfg: IndexConfig,
+        profile: ProfileInfo,
+        *,
+        create: bool = True,
+        pieces: PieceEncoder | None = None,
+        tenant_scoped: bool = False,
     ) -> Index:
         """Open (or create) the collection and check it was built with ``profile``.
 
         ``pieces`` gives stored text a sparse word-piece vector (the profile's, embedder/pieces.py); a collection
         created before that vector existed gets none and its spoken queries stay dense.
+        ``tenant_scoped`` restricts every read to points of ``cfg.tenant`` and stamps it on every write
+        (index/tenants.py); the API opens each tenant's collections this way.
         Raises ProfileMismatchError when the stored profile name, a model id or a dimension differs.
         """
         engine = _make_engine(cfg)
@@ -175,6 +184,8 @@ class Index:
         except Exception:
             engine.close()
             raise
+        if tenant_scoped:
+            engine = TenantEngine(engine, cfg.tenant)
         return cls(cfg, engine, profile, pieces if has_pieces else None)
 
     @staticmethod

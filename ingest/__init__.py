@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import IngestError
-from app.types import Segment, SourceRef
-from ingest.options import IngestOptions
-from ingest.source import (
+from loupe.errors import IngestError
+from loupe.ingest.options import IngestOptions
+from loupe.ingest.source import (
     AUDIO_EXTS,
     HTML_EXTS,
     IMAGE_EXTS,
@@ -25,6 +24,7 @@ from ingest.source import (
     sha256_file,
     source_ref,
 )
+from loupe.types import Segment, SourceRef
 
 __all__ = ["SUPPORTED_EXTS", "IngestOptions", "PreparedFile", "is_supported", "prepare", "segments"]
 
@@ -57,23 +57,23 @@ def segments(prepared: PreparedFile, opts: IngestOptions, report: dict[str, Any]
     path, source = prepared.path, prepared.source
     ext = path.suffix.lower()
     if ext in PDF_EXTS:
-        from ingest.pdf import iter_pdf
+        from loupe.ingest.pdf import iter_pdf
 
         return iter_pdf(path, source, opts, report)
     if ext in TEXT_EXTS | HTML_EXTS | OFFICE_EXTS:
-        from ingest.office import iter_office
+        from loupe.ingest.office import iter_office
 
         return iter_office(path, source, opts)
     if ext in IMAGE_EXTS:
-        from ingest.image import iter_image
+        from loupe.ingest.image import iter_image
 
         return iter_image(path, source, opts)
     if ext in VIDEO_EXTS:
-        from ingest.video import iter_video
+        from loupe.ingest.video import iter_video
 
         return iter_video(path, source, opts, report)
     if ext in AUDIO_EXTS:
-        from ingest.audio import iter_audio
+        from loupe.ingest.audio import iter_audio
 
         return iter_audio(path, source, opts, report)
     raise IngestError(str(path), f"unsupported file type {ext or '(none)'}")

@@ -33,10 +33,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.errors import IngestError
-from app.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
-from ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
-from ingest.options import IngestOptions, media_folder
+from loupe.errors import IngestError
+from loupe.ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
+from loupe.ingest.options import IngestOptions, media_folder
+from loupe.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 
 SAMPLE_RATE = 16_000
 # Silero VAD at 16 kHz reads 512-sample frames (32 ms) with the previous frame's last 64 samples as context.

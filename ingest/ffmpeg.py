@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from app.errors import IngestError, LoupeError
+from loupe.errors import IngestError, LoupeError
 
 INSTALL_HINT = "install ffmpeg: apt-get install ffmpeg, or pip install imageio-ffmpeg"
 # Probing reads only headers (and a few packets); a file that takes longer than this is hostile or on a dead mount.

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.errors import IngestError
-from app.types import MediaRef, Segment, SourceRef, segment_id
-from ingest.chunking import clean_text
-from ingest.options import IngestOptions
+from loupe.errors import IngestError
+from loupe.ingest.chunking import clean_text
+from loupe.ingest.options import IngestOptions
+from loupe.types import MediaRef, Segment, SourceRef, segment_id
 
 # PIL's own default guard (~89 Mpx) is for untrusted input; keep it and say so when it fires.
 _EXIF_DESCRIPTION = 0x010E

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.errors import IngestError
+from loupe.errors import IngestError
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from app.errors import IngestError
-from app.types import PageLoc, Segment, SourceRef, segment_id
-from ingest.chunking import Block, chunk_blocks, make_splitter
-from ingest.options import IngestOptions
+from loupe.errors import IngestError
+from loupe.ingest.chunking import Block, chunk_blocks, make_splitter
+from loupe.ingest.options import IngestOptions
+from loupe.types import PageLoc, Segment, SourceRef, segment_id
 
 
 @functools.cache

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import IngestError
-from app.types import MediaRef, PageLoc, Segment, SourceRef, segment_id
-from ingest.chunking import Block, chunk_blocks, clean_text, make_splitter
-from ingest.ocr import OcrEngine, default_ocr
-from ingest.options import IngestOptions, media_folder
+from loupe.errors import IngestError
+from loupe.ingest.chunking import Block, chunk_blocks, clean_text, make_splitter
+from loupe.ingest.ocr import OcrEngine, default_ocr
+from loupe.ingest.options import IngestOptions, media_folder
+from loupe.types import MediaRef, PageLoc, Segment, SourceRef, segment_id
 
 Box = tuple[float, float, float, float]
 _CAPTION = re.compile(r"^\s*(fig(ure)?|table|tab|chart|plate|illustration|abbildung|tabelle)\.?\s*[\dIVXivx]+", re.I)

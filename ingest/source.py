@@ -11,8 +11,8 @@ from pathlib import Path
 
 import filetype
 
-from app.errors import IngestError
-from app.types import SourceRef
+from loupe.errors import IngestError
+from loupe.types import SourceRef
 
 TEXT_EXTS = {".txt", ".md", ".markdown", ".rst", ".csv", ".tsv", ".log"}
 HTML_EXTS = {".html", ".htm", ".xhtml"}

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import IngestError
-from app.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
-from ingest.audio import audio_segments, clip_folder
-from ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
-from ingest.ocr import OcrEngine, video_ocr
-from ingest.options import IngestOptions
+from loupe.errors import IngestError
+from loupe.ingest.audio import audio_segments, clip_folder
+from loupe.ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
+from loupe.ingest.ocr import OcrEngine, video_ocr
+from loupe.ingest.options import IngestOptions
+from loupe.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 
 # The design samples video at 1 frame per second (design.md §1): frame n shows t = n s.
 FPS = 1

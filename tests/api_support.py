@@ -12,9 +12,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import create_app
-from app.config import load_settings
-from app.tenants import Access, KeyStore, hash_key
+from loupe.app.api import create_app
+from loupe.app.config import load_settings
+from loupe.app.tenants import Access, KeyStore, hash_key
 
 KEYS = {
     "acme-admin": ("acme", {"docs": "write", "shared": "write"}),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.ffmpeg import FfmpegNotFoundError, find_tools
+from loupe.ingest.ffmpeg import FfmpegNotFoundError, find_tools
 
 RATE = 16_000
 

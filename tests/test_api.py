@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.api import BodyLimit, Timeout, _safe_filename, create_app
-from app.config import load_settings
-from app.errors import ConfigError
-from app.jobs import Job, JobManager
-from app.pipeline import IngestReport
-from app.tenants import KeyStore, hash_key, new_key
+from loupe.app.api import BodyLimit, Timeout, _safe_filename, create_app
+from loupe.app.config import load_settings
+from loupe.app.jobs import Job, JobManager
+from loupe.app.pipeline import IngestReport
+from loupe.app.tenants import KeyStore, hash_key, new_key
+from loupe.errors import ConfigError
 from tests.api_support import headers, make_app, wait_job
 
 ADMIN, READER, OTHER, LOCAL = "acme-admin", "acme-reader", "globex-admin", "local-admin"
@@ -320,7 +320,7 @@ def test_server_mode_prefixes_other_tenants_collections(data_dir: Path) -> None:
 
 
 def test_cli_apikey_and_serve_guards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from app.cli import main
+    from loupe.app.cli import main
 
     assert main(["apikey", "--tenant", "acme", "--collection", "docs:write"]) == 0
     out, err = capsys.readouterr()
@@ -387,7 +387,7 @@ def test_ask_with_an_image(client: TestClient) -> None:
 
 def test_one_generation_at_a_time(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the generator is busy, a JSON ask gets 503 and a streamed one an in-band error; the slot is freed."""
-    from app.service import Loupe
+    from loupe.app.service import Loupe
 
     real = Loupe.ask_stream
 
@@ -427,7 +427,7 @@ def test_one_generation_at_a_time(data_dir: Path, monkeypatch: pytest.MonkeyPatc
 def test_server_profiles_take_the_settings_profile_options(tmp_path: Path) -> None:
     """The server builds its own profile with the settings' options (e.g. native model ids), and another
     profile with that profile's defaults, so a CLI-built collection opens under `loupe serve` too."""
-    from app.api import _settings_profile
+    from loupe.app.api import _settings_profile
 
     settings = load_settings(data_dir=tmp_path, profile="fake", profile_options={"dim": 32})
     assert _settings_profile(settings, "fake").info.dims["unified"] == 32

@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.tenants import TenantEngine
-from app.types import Segment, SourceRef, segment_id
-from embedder.profiles import create_profile
-from index.engines import FieldFilter
-from index.store import Index, IndexConfig
+from loupe.embedder.profiles import create_profile
+from loupe.index.engines import FieldFilter
+from loupe.index.store import Index, IndexConfig
+from loupe.index.tenants import TenantEngine
+from loupe.types import Segment, SourceRef, segment_id
 from tests.api_support import headers, make_app, wait_job
 
 TENANTS = {"acme-admin": "ACME", "globex-admin": "GLOBEX", "local-admin": "LOCAL"}

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from app import bench
+from loupe.lab.bench import cli as bench
+from loupe.lab.bench import common, embed, ingest
 from tests.conftest import write_pdf
 
 PROSE = (
@@ -24,7 +25,7 @@ PROSE = (
 
 def _run(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="loupe")
-    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    bench.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *argv])
     assert bench.run(args) == 0
     data: dict[str, Any] = json.loads(Path(args.out).read_text())
@@ -46,9 +47,9 @@ def tiny_corpus(tmp_path: Path) -> Path:
 
 
 def test_summarize_and_flops() -> None:
-    assert bench.summarize([3.0, None, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
-    assert bench.summarize([])["median"] is None
-    f = bench.e5_flops_per_token(266)
+    assert common.summarize([3.0, None, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert common.summarize([])["median"] is None
+    f = embed.e5_flops_per_token(266)
     assert f["params_excl_embeddings"] == 21_293_568  # 12 x (4*384^2 + 4*384 + 2*384*1536 + 1536 + 384 + 4*384)
     assert f["total"] == f["dense"] + f["attention"] == 2 * 21_293_568 + 4 * 12 * 384 * 266
 
@@ -61,13 +62,13 @@ def test_import_seconds_sums_outermost_imports() -> None:
         "import time:       200 |        250 |   b\n"
         "some other line\n"
     )
-    assert bench.import_seconds(log) == pytest.approx(350e-6)
-    assert bench.import_seconds("nothing here") is None
+    assert common.import_seconds(log) == pytest.approx(350e-6)
+    assert common.import_seconds("nothing here") is None
 
 
 def test_pypdf_fallback_reads_one_document_per_page(tmp_path: Path) -> None:
     pdf = write_pdf(tmp_path / "two.pdf", ["first page text", "second page text"])
-    docs = bench._pypdf_page_reader().load_data(pdf)
+    docs = ingest.pypdf_page_reader().load_data(pdf)
     assert [d.metadata["page_label"] for d in docs] == ["1", "2"]
     assert "second" in docs[1].text
 
@@ -231,7 +232,7 @@ def test_bench_native_smoke_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     """``loupe bench native`` end to end on the CPU, with the tiny architectures standing in for the base-sized
     ones (which take a minute to build and run here): every variant, input and batch size gets a row."""
     pytest.importorskip("transformers")
-    from embedder import random_models
+    from loupe.embedder import random_models
     from tests import tiny_models
 
     monkeypatch.setattr(random_models, "siglip_base", tiny_models.build_siglip)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app import bench
+from loupe.lab.bench import embed as bench
+from loupe.lab.bench import int8
 
 
 def test_yamnet_flops_count_layers() -> None:
@@ -63,13 +64,13 @@ def tiny_devset(tmp_path: Path) -> tuple[Path, Path]:
 def test_int8_recall_compares_variants_on_one_ingest(tiny_devset: tuple[Path, Path], tmp_path: Path) -> None:
     queries, corpus = tiny_devset
     data = tmp_path / "data"
-    report = bench.bench_int8_recall(queries, corpus, data, profile="fake", k=5)
+    report = int8.bench_int8_recall(queries, corpus, data, profile="fake", k=5)
     assert set(report["variants"]) == {"float (quantization ignored)", "int8 + rescore", "int8 only"}
     assert report["int8_copy"]["points"] >= 10 and report["int8_copy"]["quantized_vectors_on_disk"]
     for variant in report["variants"].values():
         assert variant["overall"]["n"] == 2 and variant["overall"]["R@1"] == 1.0
     assert not (data / "collections" / f"{report['collection']}-int8").exists()  # the copy is removed
     # A second run reuses the ingest (nothing re-embedded).
-    again = bench.bench_int8_recall(queries, corpus, data, profile="fake", k=5)
+    again = int8.bench_int8_recall(queries, corpus, data, profile="fake", k=5)
     assert again["ingest"]["unchanged"] == 10
-    assert "int8 + rescore" in bench.format_int8(report)
+    assert "int8 + rescore" in int8.format_int8(report)

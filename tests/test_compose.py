@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.cli import build_parser
+from loupe.app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ def test_dockerfile_runs_the_api_and_installs_like_the_makefile() -> None:
 
 
 def test_keys_example_parses(tmp_path: Path) -> None:
-    from app.tenants import KeyStore
+    from loupe.app.tenants import KeyStore
 
     ks = KeyStore.load(ROOT / "deploy" / "keys.example.yaml")
     assert ks.entries and ks.lookup("anything") is None

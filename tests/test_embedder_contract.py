@@ -14,8 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import EmbedError
-from embedder.base import AudioInput, Embedder, EmbedInput, ImageInput, InputKind, TextInput, VideoInput, input_kind
+from loupe.embedder.base import (
+    AudioInput,
+    Embedder,
+    EmbedInput,
+    ImageInput,
+    InputKind,
+    TextInput,
+    VideoInput,
+    input_kind,
+)
+from loupe.errors import EmbedError
 
 DATA = Path(__file__).parent / "data" / "bridge"
 
@@ -113,7 +122,7 @@ class EmbedderContract:
 class TestFakeContract(EmbedderContract):
     @pytest.fixture
     def build(self) -> Callable[[], Embedder]:
-        from embedder.fake import FakeEmbedder
+        from loupe.embedder.fake import FakeEmbedder
 
         return lambda: FakeEmbedder(dim=32)
 
@@ -126,7 +135,7 @@ class TestFakeContract(EmbedderContract):
 class TestE5Contract(EmbedderContract):
     @pytest.fixture
     def build(self) -> Callable[[], Embedder]:
-        from embedder.e5 import E5Embedder
+        from loupe.embedder.e5 import E5Embedder
 
         return lambda: E5Embedder()
 
@@ -147,7 +156,7 @@ def class_backend(request: pytest.FixtureRequest) -> Embedder:
 class TestBridgeContract(EmbedderContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.bridge import offline_backends
+        from loupe.embedder.bridge import offline_backends
 
         return offline_backends()[0]
 
@@ -189,7 +198,7 @@ class _NativeContract(EmbedderContract):
 class TestSiglipContract(_NativeContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.native import ImageTextEmbedder
+        from loupe.embedder.native import ImageTextEmbedder
 
         return ImageTextEmbedder(str(folders["siglip"]), batch_size=2)
 
@@ -197,7 +206,7 @@ class TestSiglipContract(_NativeContract):
 class TestClipContract(_NativeContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.native import ImageTextEmbedder
+        from loupe.embedder.native import ImageTextEmbedder
 
         return ImageTextEmbedder(str(folders["clip"]), batch_size=2)
 
@@ -205,7 +214,7 @@ class TestClipContract(_NativeContract):
 class TestClapContract(_NativeContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.native import AudioTextEmbedder
+        from loupe.embedder.native import AudioTextEmbedder
 
         return AudioTextEmbedder(str(folders["clap"]), batch_size=2)
 
@@ -213,7 +222,7 @@ class TestClapContract(_NativeContract):
 class TestQwen3VLContract(_NativeContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.native import Qwen3VLEmbedder
+        from loupe.embedder.native import Qwen3VLEmbedder
 
         return Qwen3VLEmbedder(str(folders["qwen3vl"]), batch_size=2, dim=16)
 
@@ -221,7 +230,7 @@ class TestQwen3VLContract(_NativeContract):
 class TestNativeUnifiedContract(_NativeContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.native import native_backends
+        from loupe.embedder.native import native_backends
 
         unified, _ = native_backends(
             str(folders["siglip"]), str(folders["clap"]), audio_labels=["dog", "rain"], cache_dir=str(folders["clap"])
@@ -232,7 +241,7 @@ class TestNativeUnifiedContract(_NativeContract):
 class TestNativeUnifiedNoAudioContract(_NativeContract):
     @classmethod
     def make(cls, folders: dict[str, Path]) -> Embedder:
-        from embedder.native import native_backends
+        from loupe.embedder.native import native_backends
 
         unified, _ = native_backends(str(folders["clip"]), None)
         return unified
@@ -248,7 +257,7 @@ class TestGeminiFakeContract(EmbedderContract):
 
     @pytest.fixture
     def build(self, server_url: str) -> Callable[[], Embedder]:
-        from embedder.gemini import GeminiEmbedder
+        from loupe.embedder.gemini import GeminiEmbedder
         from tests.gemini_fake import KEY
 
         return lambda: GeminiEmbedder(KEY, base_url=server_url, dim=128, batch_size=2)

@@ -8,9 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import main
-from app.errors import ConfigError, EmbedError
-from app.evaluate import EvalQuery, Place, first_relevant_rank, load_queries, matches, ndcg_at, run_queries
+from loupe.app.cli import main
+from loupe.errors import ConfigError, EmbedError
+from loupe.lab.evaluation.retrieval import (
+    EvalQuery,
+    Place,
+    first_relevant_rank,
+    load_queries,
+    matches,
+    ndcg_at,
+    run_queries,
+)
 
 PDF = EvalQuery("q1", "text->pdf_page", Place("corpus/a.pdf", 3), text="x")
 VID = EvalQuery("q2", "text->video_moment", Place("corpus/v.mp4", [30.0, 36.5]), text="x")
@@ -110,7 +118,7 @@ def test_eval_command_end_to_end(corpus: Path, tmp_path: Path, capsys: pytest.Ca
 def test_eval_refuses_queries_pointing_nowhere(
     corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.evaluate import check_places
+    from loupe.lab.evaluation.retrieval import check_places
 
     qs = [
         EvalQuery("ok", "text->pdf_page", Place("corpus/report.pdf", 3), text="x"),

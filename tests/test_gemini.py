@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.config import load_settings
-from app.errors import ConfigError, EmbedError
-from embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput
-from embedder.gemini import GeminiEmbedder, wav_bytes
-from embedder.profiles import profile_from_settings
+from loupe.app.config import load_settings
+from loupe.embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput
+from loupe.embedder.gemini import GeminiEmbedder, wav_bytes
+from loupe.embedder.profiles import profile_from_settings
+from loupe.errors import ConfigError, EmbedError
 from tests.gemini_fake import KEY, FakeGemini, fake_gemini, vector
 
 
@@ -172,7 +172,7 @@ def test_end_to_end_with_the_gemini_profile(server: FakeGemini, picture: str, tm
     """Loupe with the gemini profile ingests text and an image through the fake API and searches them."""
     import shutil
 
-    from app.service import Loupe
+    from loupe.app.service import Loupe
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
-from app.errors import ConfigError
-from app.evaluate import load_queries
-from app.rag_eval import evaluate_answers, expected_terms, format_answers
-from app.service import Loupe
+from loupe.app.config import load_settings
+from loupe.app.service import Loupe
+from loupe.errors import ConfigError
+from loupe.lab.evaluation.answers import evaluate_answers, expected_terms, format_answers
+from loupe.lab.evaluation.retrieval import load_queries
 
 
 def write_questions(path: Path, rows: list[dict[str, object]]) -> Path:

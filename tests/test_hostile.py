@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from app.config import load_settings
-from app.pipeline import FileReport, IngestReport
-from app.service import Loupe
+from loupe.app.config import load_settings
+from loupe.app.pipeline import FileReport, IngestReport
+from loupe.app.service import Loupe
 from tests.hostile.make_hostile import Item, counts, make_corpus
 
 # The default run ingests every kind of hostile file (two of each); the slow run the full corpus (>= 200 bad).

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import ProfileMismatchError, StoreError
-from app.types import PageLoc, Segment, SourceRef, segment_id
-from embedder.base import TextInput
-from embedder.fake import FakeEmbedder
-from embedder.profiles import ProfileInfo
-from index.engines import FieldFilter, Sparse
-from index.store import Index, IndexConfig, _make_engine
+from loupe.embedder.base import TextInput
+from loupe.embedder.fake import FakeEmbedder
+from loupe.embedder.profiles import ProfileInfo
+from loupe.errors import ProfileMismatchError, StoreError
+from loupe.index.engines import FieldFilter, Sparse
+from loupe.index.store import Index, IndexConfig, _make_engine
+from loupe.types import PageLoc, Segment, SourceRef, segment_id
 
 DIM = 32
 PROFILE = ProfileInfo("fake", {"unified": "fake-hash-32"}, {"unified": DIM})

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
-from app.llama import LoupeRetriever
-from app.service import Loupe
+from loupe.app.config import load_settings
+from loupe.app.llama import LoupeRetriever
+from loupe.app.service import Loupe
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,7 +59,7 @@ def test_a_llama_index_chat_engine_runs_on_loupe_retriever_and_generator(corpus:
     from llama_index.core.base.llms.types import ChatMessage
     from llama_index.core.chat_engine import CondensePlusContextChatEngine
 
-    from app.llm import StreamingLLM, message_text
+    from loupe.app.llm import StreamingLLM, message_text
 
     class Echo(StreamingLLM):
         """Answers with the first words of the context it was given, so the test can see retrieval happened."""

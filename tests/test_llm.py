@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 
-from app.config import load_settings
-from app.errors import ConfigError, GeneratorError
-from app.generate import SYSTEM_PROMPT, AnswerStream, leaks_instructions
-from app.llm import Gemini, LocalGGUF, OpenAICompatible, TransformersVLM, create_llm, packaged_gguf
-from app.types import Hit, PageLoc, Segment, SourceRef
+from loupe.app.config import load_settings
+from loupe.app.generate import SYSTEM_PROMPT, AnswerStream, leaks_instructions
+from loupe.app.llm import Gemini, LocalGGUF, OpenAICompatible, TransformersVLM, create_llm, packaged_gguf
+from loupe.errors import ConfigError, GeneratorError
+from loupe.types import Hit, PageLoc, Segment, SourceRef
 
 PIECES = ["The channel ", "is 14 metres ", "deep [1]."]
 
@@ -149,7 +149,7 @@ def test_factory_picks_backends_and_says_what_is_missing(tmp_path: Path) -> None
 
 
 def test_loupe_falls_back_when_the_endpoint_is_down(corpus: Path, data_dir: Path) -> None:
-    from app.service import Loupe
+    from loupe.app.service import Loupe
 
     settings = load_settings(
         None, data_dir=str(data_dir), profile="fake", generator="openai", generator_url="http://127.0.0.1:9/v1"

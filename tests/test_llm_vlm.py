@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 
-from app.errors import GeneratorError
-from app.generate import AnswerStream
-from app.llm import TransformersVLM
-from app.types import Hit, MediaRef, PageLoc, Segment, SourceRef
+from loupe.app.generate import AnswerStream
+from loupe.app.llm import TransformersVLM
+from loupe.errors import GeneratorError
+from loupe.types import Hit, MediaRef, PageLoc, Segment, SourceRef
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 IMAGE_TOKENS = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]

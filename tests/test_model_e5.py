@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.config import load_settings
-from app.errors import EmbedError
-from app.service import Loupe
-from embedder.base import Embedder, ImageInput, TextInput
-from embedder.e5 import E5Embedder
-from embedder.fake import FakeEmbedder
+from loupe.app.config import load_settings
+from loupe.app.service import Loupe
+from loupe.embedder.base import Embedder, ImageInput, TextInput
+from loupe.embedder.e5 import E5Embedder
+from loupe.embedder.fake import FakeEmbedder
+from loupe.errors import EmbedError
 
 
 class EmbedderContract:

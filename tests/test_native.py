@@ -9,10 +9,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from app.config import load_settings
-from app.errors import ConfigError, EmbedError, UnknownNameError
-from embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput
-from embedder.native import (
+from loupe.app.config import load_settings
+from loupe.embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput
+from loupe.embedder.native import (
     AudioTextEmbedder,
     ImageTextEmbedder,
     NativeEmbedder,
@@ -23,7 +22,8 @@ from embedder.native import (
     pick_dtype,
     subsample_frames,
 )
-from embedder.profiles import Query, create_profile, profile_from_settings
+from loupe.embedder.profiles import Query, create_profile, profile_from_settings
+from loupe.errors import ConfigError, EmbedError, UnknownNameError
 from tests import tiny_models
 
 
@@ -168,7 +168,7 @@ def test_native_profile_bridges_audio_and_routes_vectors(
     np.testing.assert_allclose(label_vecs.T @ coef, out[0], atol=1e-4)
     # The audio named vector takes text for queries but not as passages.
     assert extra["audio"].passage_kinds == {"audio"} and "text" in extra["audio"].kinds
-    from embedder.profiles import EmbeddingProfile
+    from loupe.embedder.profiles import EmbeddingProfile
 
     profile = EmbeddingProfile("native", unified, extra=dict(extra))
     info = profile.info
@@ -284,7 +284,7 @@ def test_compile_targets_the_towers(tiny: dict[str, Path], monkeypatch: pytest.M
     """``compile=True`` compiles the towers get_*_features run through (not ``forward``, which they bypass)."""
     import torch
 
-    from embedder.native import compile_towers
+    from loupe.embedder.native import compile_towers
 
     compiled: list[str] = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
@@ -298,8 +298,8 @@ def test_compile_targets_the_towers(tiny: dict[str, Path], monkeypatch: pytest.M
 
 def test_collection_refuses_another_native_model_or_size(tiny: dict[str, Path], tmp_path: Path) -> None:
     """A collection built with one native model opens only with that model and size (ProfileMismatchError)."""
-    from app.errors import ProfileMismatchError
-    from index.store import Index, IndexConfig
+    from loupe.errors import ProfileMismatchError
+    from loupe.index.store import Index, IndexConfig
 
     cfg = IndexConfig(data_dir=tmp_path, collection="native", engine="edge")
     siglip = create_profile("native", image_text_model=str(tiny["siglip"]), audio_text_model=str(tiny["clap"]))
@@ -323,7 +323,7 @@ def test_end_to_end_ingest_and_search_with_the_native_profile(
     the sound, and answers text, image and audio queries from the one collection."""
     import shutil
 
-    from app.service import Loupe
+    from loupe.app.service import Loupe
     from tests.media_fixtures import tone, write_wav
 
     corpus = tmp_path / "corpus"
@@ -353,7 +353,7 @@ def test_end_to_end_ingest_and_search_with_the_native_profile(
 def test_pages_enter_as_page_images_only_for_document_capable_spaces(
     tiny: dict[str, Path], pictures: list[str]
 ) -> None:
-    from app.types import MediaRef, PageLoc, Segment, SourceRef
+    from loupe.types import MediaRef, PageLoc, Segment, SourceRef
 
     src = SourceRef("/docs/a.pdf", "1" * 64, "application/pdf", "a", 1, 0.0)
     page = Segment("p1", src, "page", PageLoc(1), "page one text", MediaRef(pictures[0], "image"))
@@ -371,7 +371,7 @@ def test_patchify_video_matches_the_image_processor_layout(tiny: dict[str, Path]
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    from embedder.native import patchify_video
+    from loupe.embedder.native import patchify_video
 
     proc = AutoImageProcessor.from_pretrained(tiny["qwen3vl"])
     rng = np.random.default_rng(0)
@@ -397,7 +397,7 @@ def test_qwen3_vl_video_input(tiny: dict[str, Path], pictures: list[str]) -> Non
     # Budget: 3 frames of 40x30 within 3 * 16 * 16 pixels → one 16-px block per frame side.
     small = Qwen3VLEmbedder(str(tiny["qwen3vl"]), video_max_pixels=3 * 16 * 16)
     small.embed([TextInput("x")])
-    from embedder.native import _load_image
+    from loupe.embedder.native import _load_image
 
     _, grid = small.video_patches([_load_image(p) for p in pictures[:3]], small._processor[1])
     assert grid == (2, 2, 2)
@@ -429,7 +429,7 @@ def test_threaded_preparation_keeps_every_vector(tiny: dict[str, Path], pictures
     threaded = ImageTextEmbedder(str(tiny["siglip"]), prep_workers=3, batch_size=8)
     np.testing.assert_allclose(threaded.embed(frames), serial.embed(frames), atol=1e-6)
     assert threaded._workers() == 3 and ImageTextEmbedder(str(tiny["clip"]), device="cpu")._workers() == 1
-    from embedder.native import default_prep_workers
+    from loupe.embedder.native import default_prep_workers
 
     assert default_prep_workers("cpu") == 1 and 1 <= default_prep_workers("cuda:0") <= 8
     # A profile option: it reaches the image-text backend.

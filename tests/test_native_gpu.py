@@ -17,8 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput  # noqa: E402
-from embedder.native import (  # noqa: E402
+from loupe.embedder.base import AudioInput, EmbedInput, ImageInput, TextInput, VideoInput  # noqa: E402
+from loupe.embedder.native import (  # noqa: E402
     AudioTextEmbedder,
     ImageTextEmbedder,
     Qwen3VLEmbedder,

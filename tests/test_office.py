@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
-from app.errors import IngestError
-from app.service import Loupe
-from ingest import IngestOptions, prepare, segments
+from loupe.app.config import load_settings
+from loupe.app.service import Loupe
+from loupe.errors import IngestError
+from loupe.ingest import IngestOptions, prepare, segments
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample"
 

@@ -11,12 +11,12 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from app.errors import IngestError
-from app.preview import draw_box, page_preview
-from app.types import Hit, SourceRef
-from ingest import IngestOptions, prepare
-from ingest.ocr import OcrLine
-from ingest.pdf import iter_pdf
+from loupe.app.preview import draw_box, page_preview
+from loupe.errors import IngestError
+from loupe.ingest import IngestOptions, prepare
+from loupe.ingest.ocr import OcrLine
+from loupe.ingest.pdf import iter_pdf
+from loupe.types import Hit, SourceRef
 
 A4 = (595, 842)
 
@@ -76,7 +76,7 @@ def test_table_becomes_a_region_with_its_box(tmp_path: Path) -> None:
 
 
 def test_long_table_splits_by_rows_with_header_repeated(tmp_path: Path) -> None:
-    from ingest.pdf import _table_parts
+    from loupe.ingest.pdf import _table_parts
 
     lines = ["Name | Value"] + [f"item {i} | {i * 3}" for i in range(200)]
     parts = _table_parts(lines, 300)
@@ -261,8 +261,8 @@ def test_docx_zip_bomb_is_refused(tmp_path: Path) -> None:
 
 def test_table_cell_and_figure_caption_are_found_by_search(tmp_path: Path, data_dir: Path) -> None:
     """Acceptance: a table's cell text finds the table's page and box; a caption finds its figure region."""
-    from app.config import load_settings
-    from app.service import Loupe
+    from loupe.app.config import load_settings
+    from loupe.app.service import Loupe
 
     doc = new_doc(3, header=False)
     page = doc[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
-from app.service import Loupe
+from loupe.app.config import load_settings
+from loupe.app.service import Loupe
 from tests.conftest import write_pdf
 
 
@@ -66,7 +66,7 @@ def test_interrupted_file_is_redone(corpus: Path, data_dir: Path) -> None:
         uri = str(corpus / "report.pdf")
         # Simulate a crash half way through this file: drop one of its points.
         some = next(iter(idx.iter_points()))
-        from index.engines import FieldFilter
+        from loupe.index.engines import FieldFilter
 
         pts = [p for p in idx.iter_points(FieldFilter(must={"source.uri": uri}))]
         idx.engine.delete(FieldFilter(must={"segment_id": pts[0].payload["segment_id"]}))
@@ -128,9 +128,9 @@ def test_symlink_loop_does_not_hang(tmp_path: Path, data_dir: Path) -> None:
 
 def test_embedding_failure_fails_only_that_file(tmp_path: Path, data_dir: Path) -> None:
     """Files are embedded together in batches; when a batch fails, each file is retried alone."""
-    from app.errors import EmbedError
-    from embedder.fake import FakeEmbedder
-    from embedder.profiles import EmbeddingProfile
+    from loupe.embedder.fake import FakeEmbedder
+    from loupe.embedder.profiles import EmbeddingProfile
+    from loupe.errors import EmbedError
 
     class Picky(FakeEmbedder):
         def embed(self, items, *, role="passage"):  # type: ignore[no-untyped-def]
@@ -165,8 +165,8 @@ def test_deleting_a_source_keeps_media_another_collection_uses(tmp_path: Path, d
 def test_query_picture_text_needs_three_confident_words(tmp_path: Path) -> None:
     from PIL import Image
 
-    from app.service import query_image_text
-    from ingest.ocr import OcrLine
+    from loupe.app.service import query_image_text
+    from loupe.ingest.ocr import OcrLine
 
     pic = tmp_path / "q.png"
     Image.new("RGB", (64, 32), "white").save(pic)

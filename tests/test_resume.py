@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-import ingest
-from app.config import load_settings
-from app.errors import StoreError
-from app.pipeline import Manifest, ManifestEntry
-from app.service import Loupe, index_config
-from embedder.profiles import create_profile
-from index.store import Index
+from loupe import ingest
+from loupe.app.config import load_settings
+from loupe.app.pipeline import Manifest, ManifestEntry
+from loupe.app.service import Loupe, index_config
+from loupe.embedder.profiles import create_profile
+from loupe.errors import StoreError
+from loupe.index.store import Index
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = "harbour tide pier channel dredge beacon ferry cargo crane quay lock buoy anchor hull keel mast".split()
@@ -47,7 +47,17 @@ def point_ids(data_dir: Path) -> list[str]:
 
 
 def _cmd(corpus: Path, data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "ingest", str(corpus), "--profile", "fake", "--data-dir", str(data_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "loupe.app.cli",
+        "ingest",
+        str(corpus),
+        "--profile",
+        "fake",
+        "--data-dir",
+        str(data_dir),
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -167,7 +177,7 @@ def test_stored_files_are_not_rehashed_and_incomplete_ones_are_redone(
         idx = lp.index()
         victim = next(iter(idx.iter_points()))
         uri = victim.payload["source"]["uri"]
-        from index.engines import FieldFilter
+        from loupe.index.engines import FieldFilter
 
         idx.engine.delete(FieldFilter(must={"segment_id": victim.payload["segment_id"]}))
         report = lp.ingest([corpus])

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.config import load_settings
-from app.retrieve import dense_stages, refine_hits, search
-from app.service import Loupe
-from app.types import Hit, MediaRef, PageLoc, Segment, SourceRef, TimeLoc
-from embedder.profiles import EmbeddingProfile, Query, QueryVector
-from index.engines import FieldFilter
+from loupe.app.config import load_settings
+from loupe.app.retrieve import dense_stages, refine_hits, search
+from loupe.app.service import Loupe
+from loupe.embedder.profiles import EmbeddingProfile, Query, QueryVector
+from loupe.index.engines import FieldFilter
+from loupe.types import Hit, MediaRef, PageLoc, Segment, SourceRef, TimeLoc
 
 SRC = SourceRef("/m/talk.mp4", "a" * 64, "video/mp4", "talk", 1, 1.0)
 
@@ -120,7 +120,7 @@ def pattern_image(kind: int, seed: int, size: int = 224) -> Any:
 
 def offline_profile_without_speech() -> EmbeddingProfile:
     """The offline profile's text+image backends (the speech route plays no part in text+image queries)."""
-    from embedder.bridge import offline_backends
+    from loupe.embedder.bridge import offline_backends
 
     unified, extra = offline_backends()
     return EmbeddingProfile("offline", unified, extra=dict(extra))

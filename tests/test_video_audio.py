@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ingest
-import ingest.ffmpeg as ff
-from app.errors import IngestError
-from app.types import Segment, TimeLoc
-from ingest.audio import FRAME, AudioSegmenter, Clip, SileroVad, decode_to_array, speech_probabilities
-from ingest.options import IngestOptions
+import loupe.ingest.ffmpeg as ff
+from loupe import ingest
+from loupe.errors import IngestError
+from loupe.ingest.audio import FRAME, AudioSegmenter, Clip, SileroVad, decode_to_array, speech_probabilities
+from loupe.ingest.options import IngestOptions
+from loupe.types import Segment, TimeLoc
 from tests.media_fixtures import (
     RATE,
     Event,
@@ -170,7 +170,7 @@ def test_scene_video_frames_windows_and_clips(
     # Clips are what the embedder reads: 16 kHz mono 16-bit WAV, named clip-<start_ms>-<end_ms>.wav.
     import soundfile
 
-    from embedder.profiles import load_clip
+    from loupe.embedder.profiles import load_clip
 
     for clip in of(segs, "speech_clip") + of(segs, "audio_clip"):
         assert clip.media is not None and clip.media.kind == "audio" and clip.text is None
@@ -524,8 +524,8 @@ def test_vad_tells_speech_from_tone_and_matches_silero() -> None:
 
 @needs_ffmpeg
 def test_pipeline_ingests_video_and_audio_with_the_fake_profile(tmp_path: Path) -> None:
-    from app.config import load_settings
-    from app.service import Loupe
+    from loupe.app.config import load_settings
+    from loupe.app.service import Loupe
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -549,9 +549,9 @@ _RSS_SCRIPT = textwrap.dedent(
     """
     import resource, sys
     from pathlib import Path
-    from app.types import SourceRef
-    from ingest.options import IngestOptions
-    from ingest.video import iter_video
+    from loupe.types import SourceRef
+    from loupe.ingest.options import IngestOptions
+    from loupe.ingest.video import iter_video
     p, media, ocr = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     src = SourceRef(str(p), "ab" * 32, "video/x-matroska", p.stem, p.stat().st_size, 0.0)
     report = {}
@@ -602,7 +602,7 @@ def test_two_hour_video_in_the_memory_of_ten_minutes(tmp_path: Path) -> None:
 def test_frames_showing_the_same_picture_are_embedded_from_one_file(tmp_path: Path) -> None:
     """A still scene is classified once: its later frames point at the first frame's pixels (meta["picture"]),
     windows list those files, and the profile embeds them from there; a changed picture starts a new one."""
-    from embedder.profiles import create_profile
+    from loupe.embedder.profiles import create_profile
     from tests.media_fixtures import scene_picture
 
     w, h, fps = 320, 240, 5

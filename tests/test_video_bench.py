@@ -1,4 +1,4 @@
-"""The video and audio rows of ``loupe bench ingest --media-minutes`` (app/bench_media.py): generated corpora,
+"""The video and audio rows of ``loupe bench ingest --media-minutes`` (lab/bench/media.py): generated corpora,
 totals from ingest reports, the split of the time. No timings are asserted (they go to docs/bench JSON)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from app.bench_media import format_media, make_media_corpora, media_phases, media_rows, media_totals
-from ingest.ffmpeg import probe
+from loupe.ingest.ffmpeg import probe
+from loupe.lab.bench.media import format_media, make_media_corpora, media_phases, media_rows, media_totals
 from tests.media_fixtures import needs_espeak, needs_ffmpeg
 
 

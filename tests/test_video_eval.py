@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.evaluate import EvalQuery, Place, check_places, first_relevant_rank, load_queries, matches
+from loupe.lab.evaluation.retrieval import EvalQuery, Place, check_places, first_relevant_rank, load_queries, matches
 from tests.media_fixtures import make_testsrc_video, needs_ffmpeg
 
 DEVSET = Path(__file__).resolve().parents[1] / "eval" / "devset"

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ingest
-from app.errors import IngestError
-from app.types import Segment, TimeLoc
-from ingest.ffmpeg import MediaInfo, StreamInfo
-from ingest.ocr import OcrLine
-from ingest.options import IngestOptions
-from ingest.video import FrameTexts, _Windows, content_box, max_cell_change, mean_change, window_text
+from loupe import ingest
+from loupe.errors import IngestError
+from loupe.ingest.ffmpeg import MediaInfo, StreamInfo
+from loupe.ingest.ocr import OcrLine
+from loupe.ingest.options import IngestOptions
+from loupe.ingest.video import FrameTexts, _Windows, content_box, max_cell_change, mean_change, window_text
+from loupe.types import Segment, TimeLoc
 from tests.media_fixtures import Event, ffmpeg, have_espeak, have_ffmpeg, make_track, scene_colour
 
 # (start, end, title): the picture of [start, end) seconds. Scenes are shorter than the 16-s window, so every
@@ -130,8 +130,8 @@ def test_frames_carry_their_scene_text_and_windows_start_at_scene_changes(
 @contextlib.contextmanager
 def ingested(src: Path, tmp_path: Path, profile: str) -> Iterator[Any]:
     """A Loupe app (data in tmp_path) with the video ingested through the whole pipeline."""
-    from app.config import load_settings
-    from app.service import Loupe
+    from loupe.app.config import load_settings
+    from loupe.app.service import Loupe
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -145,7 +145,7 @@ def test_text_query_for_the_title_at_37_s_returns_a_window_containing_37_s(
     script_video: tuple[Path, list[tuple[float, float]]], tmp_path: Path
 ) -> None:
     """Through the whole app with the fake profile: the OCR text reaches the index (BM25 and the dense text)."""
-    from app.retrieve import Filters
+    from loupe.app.retrieve import Filters
 
     with ingested(script_video[0], tmp_path, "fake") as lp:
         hits = lp.search(title_at(37).lower(), k=3, filters=Filters(modalities=["video_window"]))
@@ -330,12 +330,12 @@ def test_ocr_trouble_keeps_the_frames_and_says_so(
     """OCR missing or failing: every frame and window is still made (without text) and the report says why."""
     if not have_ffmpeg():
         pytest.skip("needs ffmpeg")
-    import ingest.video
+    import loupe.ingest.video as ingest_video
 
     def broken(image: np.ndarray) -> list[OcrLine]:
         raise error
 
-    monkeypatch.setattr(ingest.video, "video_ocr", lambda: broken)
+    monkeypatch.setattr(ingest_video, "video_ocr", lambda: broken)
     video = make_script_video(tmp_path / "short.mp4", None)
     opts = IngestOptions(media_dir=tmp_path / "media", video_ocr="on")
     report: dict[str, Any] = {}

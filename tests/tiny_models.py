@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedder.random_models import BERT_SPECIAL, BERT_TOKENS, VOCAB, WORDS, clap_folder, siglip_folder, word_tokenizer
+from loupe.embedder.random_models import (
+    BERT_SPECIAL,
+    BERT_TOKENS,
+    VOCAB,
+    WORDS,
+    clap_folder,
+    siglip_folder,
+    word_tokenizer,
+)
 
 QWEN_SPECIAL = [
     "<|endoftext|>",

@@ -33,12 +33,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from embedder import bridge  # noqa: E402
-from embedder.audio_labels import SoundClassifier, log_mel, patches  # noqa: E402
-from embedder.base import TextInput, l2_normalize  # noqa: E402
-from embedder.bridge import aggregate_frames, bridge_mix, mix_with_text, softmax  # noqa: E402
-from embedder.e5 import E5Embedder  # noqa: E402
-from embedder.image_labels import ImageClassifier  # noqa: E402
+from loupe.embedder import bridge  # noqa: E402
+from loupe.embedder.audio_labels import SoundClassifier, log_mel, patches  # noqa: E402
+from loupe.embedder.base import TextInput, l2_normalize  # noqa: E402
+from loupe.embedder.bridge import aggregate_frames, bridge_mix, mix_with_text, softmax  # noqa: E402
+from loupe.embedder.e5 import E5Embedder  # noqa: E402
+from loupe.embedder.image_labels import ImageClassifier  # noqa: E402
 
 # --- material ------------------------------------------------------------------------------------------------
 
@@ -440,7 +440,7 @@ def audio_experiments(acts: Path, work: Path, e5: E5Embedder) -> None:
     t0 = time.time()
     for f in files:
         data, rate = soundfile.read(str(acts / f), dtype="float32", always_2d=True)
-        from embedder.audio_labels import resample
+        from loupe.embedder.audio_labels import resample
 
         x = resample(data.mean(axis=1), rate)
         seconds += x.size / 16000

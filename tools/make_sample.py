@@ -1,5 +1,8 @@
 """Generate Loupe's sample corpus: the fictional archive of the Saltmere Harbour Authority.
 
+Why one file of ~850 lines: most of it is the sample corpus's fictional prose and drawing instructions, data
+that reads best next to the code that writes each file.
+
 Every file under the output folder (default ``sample``) is written from scratch by this script, with fixed
 metadata and timestamps, so running it twice gives the same bytes. All prose is original and fictional; any
 resemblance to a real port, person or company is accidental. ``docs/sample-queries.md`` lists example queries and
@@ -731,7 +734,7 @@ def _write_video(path: Path) -> None:
 
     Bit-exact flags and one thread keep the bytes stable for one ffmpeg build; another build may differ.
     """
-    from ingest.ffmpeg import find_tools  # the ffmpeg Loupe itself uses (system, else imageio-ffmpeg's)
+    from loupe.ingest.ffmpeg import find_tools  # the ffmpeg Loupe itself uses (system, else imageio-ffmpeg's)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     wav = path.with_suffix(".tmp.wav")

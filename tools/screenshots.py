@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the browser driver lives with the tests (tests/ui_browser.py)
 
-from app.config import load_settings  # noqa: E402
-from app.service import Loupe  # noqa: E402
+from loupe.app.config import load_settings  # noqa: E402
+from loupe.app.service import Loupe  # noqa: E402
 from tests.ui_browser import (  # noqa: E402
     ask,
     browser_page,

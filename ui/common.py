@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from app.config import Settings, load_settings
-from app.errors import LoupeError
-from app.preview import draw_box, page_preview
-from app.service import Loupe
-from app.types import Hit, PageLoc, TimeLoc
-from ingest.source import AUDIO_EXTS, IMAGE_EXTS, SUPPORTED_EXTS
+from loupe.app.config import Settings, load_settings
+from loupe.app.preview import draw_box, page_preview
+from loupe.app.service import Loupe
+from loupe.errors import LoupeError
+from loupe.ingest.source import AUDIO_EXTS, IMAGE_EXTS, SUPPORTED_EXTS
+from loupe.types import Hit, PageLoc, TimeLoc
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from app.pipeline import IngestReport
-from app.service import Loupe
-from ui.common import changed, kindly, md_escape
+from loupe.app.pipeline import IngestReport
+from loupe.app.service import Loupe
+from loupe.ui.common import changed, kindly, md_escape
 
 
 def upload_folder(lp: Loupe) -> Path:

@@ -14,7 +14,7 @@ import streamlit as st
 os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see app/cli.py: avoids stalls on a busy CPU
 
-from ui.common import collection_picker, loupe
+from loupe.ui.common import collection_picker, loupe
 
 PAGES = [
     st.Page("views/search.py", title="Search", icon=":material/search:", default=True),

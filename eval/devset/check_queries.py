@@ -14,8 +14,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from app.errors import ConfigError  # noqa: E402  (the repository root goes on sys.path first)
-from app.evaluate import check_places, load_queries  # noqa: E402
+from loupe.errors import ConfigError  # noqa: E402  (the repository root goes on sys.path first)
+from loupe.lab.evaluation.retrieval import check_places, load_queries  # noqa: E402
 
 QUERY_KINDS = {"text", "speech", "image", "audio"}
 TARGET_KINDS = {"pdf_page", "image", "video_moment", "audio", "text"}

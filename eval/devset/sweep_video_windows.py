@@ -22,9 +22,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-import app.service as service  # noqa: E402  (the repository root goes on sys.path first)
-from app.config import load_settings  # noqa: E402
-from app.evaluate import load_queries, run_queries  # noqa: E402
+import loupe.app.service as service  # noqa: E402  (the repository root goes on sys.path first)
+from loupe.app.config import load_settings  # noqa: E402
+from loupe.lab.evaluation.retrieval import load_queries, run_queries  # noqa: E402
 
 # (window frames, stride frames, scene cuts)
 SETTINGS: tuple[tuple[int, int, bool], ...] = (
@@ -41,7 +41,7 @@ class MemoOcr:
     """The frame OCR engine, remembered by pixels: every setting reads the same frames, so OCR runs once."""
 
     def __init__(self) -> None:
-        from ingest.ocr import video_ocr
+        from loupe.ingest.ocr import video_ocr
 
         self.engine = video_ocr()
         self.name = self.engine.name
@@ -59,10 +59,10 @@ class MemoOcr:
 def sweep(profile: str, settings: Sequence[tuple[int, int, bool]]) -> list[dict[str, Any]]:
     """One row per setting: R@1/5, MRR@10, nDCG@10 over the vid-* queries, windows made, seconds."""
     queries = [q for q in load_queries(HERE / "queries.jsonl") if q.modality == "text->video_moment"]
-    import ingest.video
+    import loupe.ingest.video as ingest_video
 
     memo = MemoOcr()
-    ingest.video.video_ocr = lambda: memo  # type: ignore[assignment]
+    ingest_video.video_ocr = lambda: memo  # type: ignore[assignment]
     orig = service.ingest_options
     rows = []
     for window, stride, cuts in settings:

@@ -2,7 +2,7 @@
 
 ``python eval/voice/make_voice_queries.py`` writes ``eval/voice/queries.jsonl`` (committed) and the recordings
 under ``eval/voice/audio/`` (regenerated, not committed: espeak-ng output is deterministic for a voice, speed and
-pitch). Voices are the trainer's HELD-OUT voices only (embedder/speech_train.py), and the trainer drops every
+pitch). Voices are the trainer's HELD-OUT voices only (lab/training/speech.py), and the trainer drops every
 training sentence that shares most of its words with these queries, so both speakers and sentences are unseen.
 
 Each query keeps its target; ``query_text`` is what was spoken (LaTeX backslashes and brackets read aloud make
@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from embedder.speech_train import espeak, voices  # noqa: E402
+from loupe.lab.training.speech_data import espeak, voices  # noqa: E402
 
 DEVSET = HERE.parent / "devset" / "queries.jsonl"
 SEED = 11

@@ -42,13 +42,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from embedder import speech_train as T  # noqa: E402
-from embedder.base import AudioInput, TextInput  # noqa: E402
-from embedder.e5 import E5Embedder  # noqa: E402
-from embedder.pieces import MIN_MASS, QUERY_POWER, STAGE_WEIGHT, WordPieces  # noqa: E402
-from embedder.speech import SAMPLE_RATE, SpeechEncoder, file_digest  # noqa: E402
-from index.engines import RRF_K  # noqa: E402
-from ingest.chunking import make_splitter  # noqa: E402
+from loupe.embedder.base import AudioInput, TextInput  # noqa: E402
+from loupe.embedder.e5 import E5Embedder  # noqa: E402
+from loupe.embedder.pieces import MIN_MASS, QUERY_POWER, STAGE_WEIGHT, WordPieces  # noqa: E402
+from loupe.embedder.speech import SAMPLE_RATE, SpeechEncoder, file_digest  # noqa: E402
+from loupe.index.engines import RRF_K  # noqa: E402
+from loupe.ingest.chunking import make_splitter  # noqa: E402
+from loupe.lab.training import speech_data as T  # noqa: E402
 
 DEPTH = 100  # per-stage prefetch, as index/store.py
 

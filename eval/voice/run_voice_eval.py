@@ -30,14 +30,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import load_settings  # noqa: E402
-from app.evaluate import EvalQuery, load_queries, run_queries  # noqa: E402
-from app.retrieve import search  # noqa: E402
-from app.service import Loupe, decode_query_audio  # noqa: E402
-from embedder.bridge import offline_backends  # noqa: E402
-from embedder.pieces import WordPieces  # noqa: E402
-from embedder.profiles import EmbeddingProfile, Query  # noqa: E402
-from embedder.speech import SpeechEncoder, SpeechRoutedEmbedder  # noqa: E402
+from loupe.app.config import load_settings  # noqa: E402
+from loupe.app.retrieve import search  # noqa: E402
+from loupe.app.service import Loupe, decode_query_audio  # noqa: E402
+from loupe.embedder.bridge import offline_backends  # noqa: E402
+from loupe.embedder.pieces import WordPieces  # noqa: E402
+from loupe.embedder.profiles import EmbeddingProfile, Query  # noqa: E402
+from loupe.embedder.speech import SpeechEncoder, SpeechRoutedEmbedder  # noqa: E402
+from loupe.lab.evaluation.retrieval import EvalQuery, load_queries, run_queries  # noqa: E402
 
 
 class PassageRoleSpeechEncoder(SpeechEncoder):
@@ -57,7 +57,7 @@ def groups(queries: list[EvalQuery], langs: dict[str, str]) -> dict[str, list[st
 
 def summarise(report: dict[str, Any], ids: list[str]) -> dict[str, Any]:
     """R@1/5/10 and MRR@10 over the rows of ``ids``."""
-    from app.evaluate import summarize
+    from loupe.lab.evaluation.retrieval import summarize
 
     rows = [r for r in report["queries"] if r["id"] in ids]
     return summarize(rows)

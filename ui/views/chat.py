@@ -9,9 +9,9 @@ from typing import Any
 
 import streamlit as st
 
-from app.chat import Turn
-from app.generate import Answer
-from ui.common import cited_markdown, hit_card, kindly, loupe, md_escape, open_collection, where
+from loupe.app.chat import Turn
+from loupe.app.generate import Answer
+from loupe.ui.common import cited_markdown, hit_card, kindly, loupe, md_escape, open_collection, where
 
 HISTORY = "chat_history"
 CURSOR = "▌"

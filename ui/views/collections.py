@@ -8,8 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.common import MODALITY_LABELS, changed, kindly, md_escape, open_collection, sources
-from ui.ingest_ui import run_ingest, show_report
+from loupe.ui.common import MODALITY_LABELS, changed, kindly, md_escape, open_collection, sources
+from loupe.ui.ingest_ui import run_ingest, show_report
 
 
 def render() -> None:

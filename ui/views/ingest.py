@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.pipeline import walk
-from ui.common import INGEST_TYPES, kindly, loupe, md_escape
-from ui.ingest_ui import allowed_folder, run_ingest, save_uploads, show_report
+from loupe.app.pipeline import walk
+from loupe.ui.common import INGEST_TYPES, kindly, loupe, md_escape
+from loupe.ui.ingest_ui import allowed_folder, run_ingest, save_uploads, show_report
 
 
 def render() -> None:

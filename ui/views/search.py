@@ -9,8 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.retrieve import Filters
-from ui.common import (
+from loupe.app.retrieve import Filters
+from loupe.ui.common import (
     AUDIO_TYPES,
     BRIDGE_NOTE,
     IMAGE_TYPES,

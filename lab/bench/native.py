@@ -31,8 +31,8 @@ def make_inputs(folder: Path, n_images: int, n_texts: int, n_clips: int, clip_s:
     ``clip_s``-second 16 kHz clips (tones in noise)."""
     from PIL import Image
 
-    from embedder.base import AudioInput, ImageInput, TextInput
-    from embedder.random_models import WORDS
+    from loupe.embedder.base import AudioInput, ImageInput, TextInput
+    from loupe.embedder.random_models import WORDS
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def processor_ceiling(emb: Any, items: Sequence[Any], kind: str, repeats: int) -
     """Items per second of the CPU-side preparation alone (decoding + the processor), on one thread and on the
     backend's preparation threads: the ceiling of ingest on a GPU (clips are measured on threads too, to show
     why the product prepares them on one)."""
-    from embedder.native import _load_image
+    from loupe.embedder.native import _load_image
 
     _, processor = emb._ensure()
 
@@ -139,8 +139,14 @@ def bench_native(
     compile setting and batch size."""
     import torch
 
-    from embedder.native import AudioTextEmbedder, ImageTextEmbedder, default_prep_workers, pick_device, pick_dtype
-    from embedder.random_models import clap_htsat, siglip_base
+    from loupe.embedder.native import (
+        AudioTextEmbedder,
+        ImageTextEmbedder,
+        default_prep_workers,
+        pick_device,
+        pick_dtype,
+    )
+    from loupe.embedder.random_models import clap_htsat, siglip_base
 
     say = on_progress or (lambda _m: None)
     dev = pick_device(device)

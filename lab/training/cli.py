@@ -1,4 +1,4 @@
-"""``loupe train speech``: rebuild the spoken-query head that ships in embedder/data (embedder/speech_train.py).
+"""``loupe train speech``: rebuild the spoken-query head that ships in embedder/data (lab/training/speech.py).
 
 The recipe is seeded, so the command reproduces the shipped head; synthesised features are cached under
 ``--cache-dir`` (default ``~/.cache/loupe``) and reused by a rerun with the same recipe.
@@ -10,12 +10,13 @@ import argparse
 import json
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-from app.errors import ConfigError
+from loupe.errors import ConfigError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``loupe train speech`` to the CLI's subparsers."""
+def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
+    """Add ``loupe train speech`` to the CLI (the ``loupe.commands`` entry point); returns its handler."""
     p = sub.add_parser("train", help="retrain a model that ships with Loupe (speech: the spoken-query head)")
     p.add_argument("what", choices=["speech"], help="which model")
     p.add_argument("--out", type=Path, help="where to write the head (default: the shipped embedder/data file)")
@@ -36,11 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--blend-pooled", type=float, help="soft-tokens: pooled head's share of the query and clip vectors (0 = none)"
     )
 
+    return {"train": cmd_train}
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run the speech training recipe and print where the head and the report went."""
-    from embedder.speech import HEAD_FILE
-    from embedder.speech_train import Recipe, run
+    from loupe.embedder.speech import HEAD_FILE
+    from loupe.lab.training.speech import run
+    from loupe.lab.training.speech_data import Recipe
 
     names = {f.name for f in fields(Recipe)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}

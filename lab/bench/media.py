@@ -35,7 +35,7 @@ SENTENCES = (
 
 
 def _ffmpeg(*args: str | Path, stdin: bytes | None = None) -> None:
-    from ingest.ffmpeg import find_tools
+    from loupe.ingest.ffmpeg import find_tools
 
     cmd = [find_tools().ffmpeg, "-hide_banner", "-v", "error", "-y", *map(str, args)]
     done = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
@@ -136,7 +136,7 @@ def make_media_corpora(root: Path, minutes: float) -> dict[str, Path]:
 
 def media_totals(files: Sequence[Any]) -> Result:
     """Seconds of video and of audio-only files an ingest report covers, frames, OCR calls and OCR seconds."""
-    from ingest.source import AUDIO_EXTS, VIDEO_EXTS
+    from loupe.ingest.source import AUDIO_EXTS, VIDEO_EXTS
 
     out: Result = {"video_s": 0.0, "audio_s": 0.0, "frames": 0, "frames_ocr": 0, "ocr_s": 0.0}
     for f in files:
@@ -170,7 +170,7 @@ def media_phases(phases: Mapping[str, float], timer_seconds: Mapping[str, float]
 
 def media_rows(results: Sequence[Mapping[str, Any]]) -> list[Result]:
     """One table row per media corpus: media seconds per wall second (and per CPU second / 2 cores), phases."""
-    from app.bench import _med, summarize
+    from loupe.lab.bench.common import med, summarize
 
     rows = []
     for entry in results:
@@ -181,15 +181,15 @@ def media_rows(results: Sequence[Mapping[str, Any]]) -> list[Result]:
                 continue
             walls = [r["process_s"] for r in runs]
             cpus = [r.get("cpu_s") or 0.0 for r in runs]
-            phases = {k: _med(summarize([r["media_phases"][k] for r in runs])) for k in runs[0]["media_phases"]}
+            phases = {k: med(summarize([r["media_phases"][k] for r in runs])) for k in runs[0]["media_phases"]}
             rows.append(
                 {
                     "corpus": Path(entry["corpus"]).name,
                     "kind": kind,
                     "media_s": seconds[0],
-                    "x_real_time_wall": _med(summarize([s / w for s, w in zip(seconds, walls, strict=True)])),
+                    "x_real_time_wall": med(summarize([s / w for s, w in zip(seconds, walls, strict=True)])),
                     # As if the run had both cores to itself: media seconds per (CPU seconds / 2).
-                    "x_real_time_cpu_2_cores": _med(
+                    "x_real_time_cpu_2_cores": med(
                         summarize([s / (c / 2) if c else None for s, c in zip(seconds, cpus, strict=True)])
                     ),
                     "frames_ocr": runs[0]["media"]["frames_ocr"],
@@ -201,7 +201,7 @@ def media_rows(results: Sequence[Mapping[str, Any]]) -> list[Result]:
 
 def format_media(rows: Sequence[Mapping[str, Any]]) -> str:
     """The media table of ``bench ingest --media-minutes``."""
-    from app.bench import format_table
+    from loupe.lab.bench.common import format_table
 
     keys = ["decode_and_segment_s", "ocr_s", "image_classifier_s", "sound_classifier_s", "e5_s", "embed_other_s"]
     keys += ["model_load_s", "upsert_s"]

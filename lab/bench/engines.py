@@ -1,5 +1,8 @@
 """Side-by-side benchmark of the two embedded vector engines Loupe can use.
 
+Why one file of ~700 lines: it is one self-contained harness (generators, exact search, both engines' loops,
+the report), run on its own with ``python -m loupe.lab.bench.engines``; split, each part would need the others.
+
 Engines:
 
 * ``edge``: qdrant-edge-py (Qdrant's Rust engine, in-process). Measured on the plain (appendable) segments right
@@ -20,7 +23,7 @@ also the optimize (HNSW build) time and an ``hnsw_ef`` sweep.
 nearly equidistant) and a lower bound on recall. ``data_kind="clustered"`` puts points around random centres
 and makes queries noisy copies of points, closer to the topical structure of real embeddings.
 
-Run ``python -m app.bench_engines --sizes 10000 100000 --out /tmp/bench/engines.json``. Library functions do no
+Run ``python -m loupe.lab.bench.engines --sizes 10000 100000 --out /tmp/bench/engines.json``. Library functions do no
 printing; progress goes through the optional ``on_result`` callback and everything is in the returned dict.
 """
 

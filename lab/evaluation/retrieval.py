@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError, EmbedError
+from loupe.errors import ConfigError, EmbedError
 
 LocatorJSON = int | list[float] | None
 TIME_SLACK_S = 1.0
@@ -138,8 +138,8 @@ def _check_time_range(where: str, place: Place, path: Path, durations: dict[Path
     if not 0 <= start < end:
         return [f"{where}: {place.file} time range must satisfy 0 <= start < end, got {place.locator!r}"]
     if path not in durations:
-        from app.errors import IngestError
-        from ingest.ffmpeg import probe
+        from loupe.errors import IngestError
+        from loupe.ingest.ffmpeg import probe
 
         try:
             durations[path] = probe(path).duration_s

@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConfigError
-from app.evaluate import EvalQuery, Place, first_relevant_rank, matches
-from app.generate import Answer, AnswerStream
-from app.service import Loupe
-from app.types import Hit
+from loupe.app.generate import Answer, AnswerStream
+from loupe.app.service import Loupe
+from loupe.errors import ConfigError
+from loupe.lab.evaluation.retrieval import EvalQuery, Place, first_relevant_rank, matches
+from loupe.types import Hit
 
 
 def expected_terms(path: str | os.PathLike[str]) -> dict[str, list[str]]:

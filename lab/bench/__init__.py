@@ -1,0 +1,1 @@
+"""Benchmarks: ``loupe bench`` writes JSON with the machine, versions, inputs and medians."""

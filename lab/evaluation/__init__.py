@@ -1,0 +1,1 @@
+"""Retrieval evaluation on labelled queries (``loupe eval``) and answer checks (``--answers``)."""

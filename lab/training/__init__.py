@@ -1,0 +1,1 @@
+"""Training of models that ship with Loupe (``loupe train speech``)."""
