@@ -28,8 +28,9 @@ another budget; its identity mean/std change nothing), ``Gemma4AudioFeatureExtra
 placeholder arithmetic. The remaining difference is the resampling library (PIL's bicubic instead of
 torchvision's antialiased bicubic for video frames).
 
-Prompts: the checkpoint's own (``config_sentence_transformers.json`` → ``prompts``: ``query`` and ``document``)
-when the folder has them; otherwise the EmbeddingGemma convention (``task: search result | query: `` for queries,
+Prompts: the checkpoint's own (``config_sentence_transformers.json`` → ``prompts``: ``SearchQuery`` and
+``Document`` as EmbeddingGemma 2 names them, or sentence-transformers' ``query`` and ``document``) when the folder
+has them; otherwise the EmbeddingGemma convention (``task: search result | query: `` for queries,
 ``title: none | text: `` for documents). Either can be overridden; they are part of the model id.
 
 Matryoshka: ``dim`` 512, 256 or 128 keeps the first ``dim`` values of the pooled vector and renormalises (768 is
@@ -65,6 +66,10 @@ MATRYOSHKA_DIMS = (768, 512, 256, 128)
 # EmbeddingGemma's prompt convention (its model card's retrieval prompts), used when the checkpoint has none.
 QUERY_PROMPT = "task: search result | query: "
 DOCUMENT_PROMPT = "title: none | text: "
+# Names the checkpoint's sentence-transformers prompts go by: EmbeddingGemma 2 names them SearchQuery and Document
+# (the egemma2 runtime's documentation), sentence-transformers' generic names are query and document.
+QUERY_PROMPT_NAMES = ("query", "SearchQuery")
+DOCUMENT_PROMPT_NAMES = ("document", "Document")
 # The video processor's class defaults in transformers 5.23 (video_processing_embedding_gemma2.py).
 VIDEO_DEFAULTS: dict[str, Any] = {
     "patch_size": 16,
@@ -159,7 +164,8 @@ class EmbeddingGemma2Embedder(_TorchBackend):
         self.embeds_pages = bool(embed_pages)
         self.max_text_tokens = int(max_text_tokens)
         self._prompts: tuple[str, str] | None = None
-        self._prompt_source = ""
+        # Where the prompts came from ("checkpoint" or "convention"), known after prompts() ran.
+        self.prompt_source = ""
 
     # --- identity ------------------------------------------------------------------------------------------
 
@@ -170,9 +176,11 @@ class EmbeddingGemma2Embedder(_TorchBackend):
             if self._query_prompt is None or self._document_prompt is None:
                 src, kw = self._source()
                 own = _read_json(src, "config_sentence_transformers.json", kw).get("prompts") or {}
-            query = self._query_prompt if self._query_prompt is not None else own.get("query")
-            doc = self._document_prompt if self._document_prompt is not None else own.get("document")
-            self._prompt_source = "checkpoint" if own.get("query") is not None else "convention"
+            own_query = next((own[k] for k in QUERY_PROMPT_NAMES if own.get(k) is not None), None)
+            own_doc = next((own[k] for k in DOCUMENT_PROMPT_NAMES if own.get(k) is not None), None)
+            query = self._query_prompt if self._query_prompt is not None else own_query
+            doc = self._document_prompt if self._document_prompt is not None else own_doc
+            self.prompt_source = "checkpoint" if own_query is not None or own_doc is not None else "convention"
             self._prompts = (
                 str(query) if query is not None else QUERY_PROMPT,
                 str(doc) if doc is not None else DOCUMENT_PROMPT,
@@ -389,8 +397,16 @@ class EmbeddingGemma2Embedder(_TorchBackend):
         return self._batched(batch, key=size, run=lambda b: self._run(b, role))
 
 
-def gemma2_backend(model: str = DEFAULT_MODEL, **opts: Any) -> EmbeddingGemma2Embedder:
-    """The ``native-gemma2`` profile's one backend, from the profile options (``model`` = folder or cached id)."""
+RUNTIMES = ("transformers", "egemma2")
+
+
+def gemma2_backend(model: str = DEFAULT_MODEL, runtime: str = "transformers", **opts: Any) -> Any:
+    """The ``native-gemma2`` profile's one backend, from the profile options (``model`` = folder or cached id;
+    ``runtime`` = ``transformers`` (default) or ``egemma2``, the Rust runtime where it is installed)."""
+    if runtime not in RUNTIMES:
+        from loupe.errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown native-gemma2 runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
     if not isinstance(model, str) or not model:
         raise ConfigError("the native-gemma2 profile needs model: a local model folder or a cached Hugging Face id")
     known = {"dim", "device", "dtype", "batch_size", "compile", "allow_download", "prep_workers"}
@@ -398,8 +414,15 @@ def gemma2_backend(model: str = DEFAULT_MODEL, **opts: Any) -> EmbeddingGemma2Em
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ConfigError(
-            f"native-gemma2: unknown profile option(s) {', '.join(unknown)}; valid: model, {', '.join(sorted(known))}"
+            f"native-gemma2: unknown profile option(s) {', '.join(unknown)}; "
+            f"valid: model, runtime, {', '.join(sorted(known))}"
         )
     if Path(model).expanduser().exists() and not Path(model).expanduser().is_dir():
         raise ConfigError(f"native-gemma2: model {model!r} is a file; give the model's folder")
+    if runtime == "egemma2":
+        from loupe.embedder.gemma2_rust import Egemma2Embedder
+
+        opts.pop("compile", None)  # a transformers option; the Rust runtime has its own kernels
+        opts.pop("prep_workers", None)
+        return Egemma2Embedder(model, **opts)
     return EmbeddingGemma2Embedder(model, **opts)

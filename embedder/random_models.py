@@ -123,6 +123,8 @@ def embeddinggemma2_folder(
         eos_token="<eos>",
         extra_special_tokens=dict(GEMMA2_MEDIA_TOKENS),
     )
+    # A special token, as the processor registers it (otherwise tokenizers that read tokenizer.json split it).
+    tok.add_special_tokens({"additional_special_tokens": [GEMMA2_VIDEO_TOKEN]})
     ids = {t: int(tok.convert_tokens_to_ids(t)) for t in GEMMA2_SPECIAL}
     cfg: Any = EmbeddingGemma2Config(
         text_config={"vocab_size": len(GEMMA2_SPECIAL) + len(WORDS), "pad_token_id": 0, **text},
@@ -165,8 +167,32 @@ def embeddinggemma2_folder(
         "audio_seq_length": 750,
         "audio_ms_per_token": 40,
     }
-    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2, default=str))
+    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2, default=_plain))
+    # The sentence-transformers files of the checkpoint's layout: EmbeddingGemma's retrieval prompts under the
+    # names EmbeddingGemma 2 uses, and mean pooling + normalisation (the egemma2 runtime reads the first file).
+    prompts = {"SearchQuery": "task: search result | query: ", "Document": "title: none | text: "}
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2)
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {"word_embedding_dimension": int(cfg.text_config.embedding_dim), "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
     return folder
+
+
+def _plain(value: Any) -> Any:
+    """numpy values (the feature extractor's settings hold a few) as JSON numbers and lists."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to processor_config.json")
 
 
 def embeddinggemma2_base(folder: Path) -> Path:

@@ -122,11 +122,17 @@ def test_an_interleaved_input_differs_from_its_parts_and_is_deterministic(
 
 
 def test_query_and_document_prompts(gemma: EmbeddingGemma2Embedder, tiny_gemma2: Path, tmp_path: Path) -> None:
-    # The tiny folder has no sentence-transformers prompts: EmbeddingGemma's convention applies.
-    assert gemma.prompts() == (QUERY_PROMPT, DOCUMENT_PROMPT)
+    # The tiny folder carries SearchQuery/Document prompts as EmbeddingGemma 2 names them.
+    assert gemma.prompts() == (QUERY_PROMPT, DOCUMENT_PROMPT) and gemma.prompt_source == "checkpoint"
     q, d = gemma.embed([TextInput("dog")], role="query"), gemma.embed([TextInput("dog")], role="passage")
     assert float(q[0] @ d[0]) < 0.9999
-    # A checkpoint's own prompts win; they are part of the model id.
+    # Without the file, EmbeddingGemma's convention applies (the same strings here).
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_gemma2, bare)
+    (bare / "config_sentence_transformers.json").unlink()
+    plain = EmbeddingGemma2Embedder(str(bare))
+    assert plain.prompts() == (QUERY_PROMPT, DOCUMENT_PROMPT) and plain.prompt_source == "convention"
+    # A checkpoint's own prompts win (sentence-transformers' generic names too); they are part of the model id.
     own = tmp_path / "own"
     shutil.copytree(tiny_gemma2, own)
     prompts = {"query": "find: ", "document": "doc: ", "STS": "sts: "}
