@@ -270,7 +270,8 @@ class EmbeddingGemma2Embedder(_TorchBackend):
         if tower is None:
             config = "vision_config" if what == "image" else "audio_config"
             raise EmbedError(f"{self.model!r} has no {what} tower (its config has no {config})")
-        needed = ("image_token", "boi_token", "eoi_token") if what == "image" else ("audio_token", "boa_token", "eoa_token")
+        brackets = {"image": ("boi_token", "eoi_token"), "audio": ("boa_token", "eoa_token")}[what]
+        needed = (f"{what}_token", *brackets)
         missing = [t for t in needed if t not in parts.tokens]
         if missing:
             raise EmbedError(f"{self.model!r}: its tokenizer defines no {', '.join(missing)}")
@@ -332,7 +333,8 @@ class EmbeddingGemma2Embedder(_TorchBackend):
             enc_t = parts.tokenizer(
                 prompts, padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
             )
-        inputs = self._to_device({"input_ids": enc_t["input_ids"], "attention_mask": enc_t["attention_mask"], **tensors})
+        text_in = {"input_ids": enc_t["input_ids"], "attention_mask": enc_t["attention_mask"]}
+        inputs = self._to_device({**text_in, **tensors})
         hidden = model(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         # Mean pooling over every real token (prompt, brackets, soft tokens, text), as sentence-transformers pools.

@@ -171,7 +171,7 @@ def test_a_spoken_query_and_a_speech_clip_use_the_audio_tower_not_whisper(
     (its forward runs once per clip) and the Whisper-based encoder is never built."""
     from loupe.embedder import speech
     from loupe.embedder.gemma2 import EmbeddingGemma2Embedder as Backend
-    from loupe.types import MediaRef, SourceRef, Segment, TimeLoc
+    from loupe.types import MediaRef, Segment, SourceRef, TimeLoc
     from tests.media_fixtures import write_wav
 
     def no_whisper(*a: object, **k: object) -> None:
