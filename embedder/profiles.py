@@ -239,7 +239,6 @@ class EmbeddingProfile:
                     out.append(QueryVector(kind, name, emb.embed([item], role="query")[0]))
         return out
 
-
     def _joint_query(self, query: Query) -> EmbedInput | None:
         """Text with an image or a recording as one interleaved input, when the unified backend takes those
         (``interleaves``); None otherwise (a query with one part, or a backend that embeds parts apart)."""
