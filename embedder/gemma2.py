@@ -221,9 +221,7 @@ class EmbeddingGemma2Embedder(_TorchBackend):
         Dense layers after pooling): better an error than vectors from another space."""
         from transformers.utils import cached_file
 
-        # modules.json is a list (not read by _read_json).
-
-        try:
+        try:  # modules.json is a list, not an object: read here rather than by _read_json
             path = cached_file(src, "modules.json", _raise_exceptions_for_missing_entries=False, **kw)
         except OSError:
             path = None
