@@ -10,7 +10,7 @@ map to the unknown token), and the processors are built from keyword arguments.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 WORDS = "a photo of dog cat hammer the sound sirens rain music speech represent input user system assistant".split()
 BERT_SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -125,7 +125,8 @@ def embeddinggemma2_folder(
     )
     # A special token, as the processor registers it (otherwise tokenizers that read tokenizer.json split it).
     tok.add_special_tokens({"additional_special_tokens": [GEMMA2_VIDEO_TOKEN]})
-    ids = {t: int(tok.convert_tokens_to_ids(t)) for t in GEMMA2_SPECIAL}
+    # One token in, one id out (the stubs also allow a list of tokens, hence the cast).
+    ids = {t: cast(int, tok.convert_tokens_to_ids(t)) for t in GEMMA2_SPECIAL}
     cfg: Any = EmbeddingGemma2Config(
         text_config={"vocab_size": len(GEMMA2_SPECIAL) + len(WORDS), "pad_token_id": 0, **text},
         vision_config={"model_type": "gemma4_vision", **vision} if vision is not None else None,
