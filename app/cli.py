@@ -34,7 +34,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", "-c", help="collection (knowledge base) name (env LOUPE_COLLECTION)")
     p.add_argument("--config", help="YAML settings file (env LOUPE_CONFIG)")
     p.add_argument(
-        "--profile", help="embedding profile: offline (default), native (GPU models), gemini (API key) or fake (tests)"
+        "--profile",
+        help="embedding profile: offline (default), native (GPU models), native-gemma2 (EmbeddingGemma 2), "
+        "gemini (API key) or fake (tests)",
     )
 
 

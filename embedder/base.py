@@ -37,11 +37,16 @@ class VideoInput:
 
 @dataclass(frozen=True, eq=False)
 class AudioInput:
-    """Mono audio samples at ``sample_rate`` Hz, float32 in [-1, 1]; ``speech`` when voice dominates."""
+    """Mono audio samples at ``sample_rate`` Hz, float32 in [-1, 1]; ``speech`` when voice dominates.
+
+    ``text`` rides with the sound for backends that embed an interleaved input (EmbeddingGemma 2: the clip and the
+    text as one sequence); the others ignore it.
+    """
 
     samples: np.ndarray
     sample_rate: int
     speech: bool = False
+    text: str | None = None
 
 
 EmbedInput = TextInput | ImageInput | VideoInput | AudioInput

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -103,11 +103,16 @@ class Query:
         return out
 
 
+# A query part: one of its kinds, or ``joint`` for text + image or text + audio embedded as one input by a
+# backend that interleaves (EmbeddingGemma 2); weights take the same keys.
+QueryPart = Literal["text", "image", "audio", "video", "joint"]
+
+
 @dataclass(frozen=True)
 class QueryVector:
     """One query part embedded into one named vector."""
 
-    part: InputKind
+    part: QueryPart
     using: str
     vector: np.ndarray
 
@@ -210,6 +215,10 @@ class EmbeddingProfile:
         (an image query also searches ``visual``). Raises EmbedError for a part the profile cannot embed.
         """
         out: list[QueryVector] = []
+        joint = self._joint_query(query)
+        if joint is not None:
+            # Next to the parts' own vectors (fused by RRF as for every profile), the parts as ONE input.
+            out.append(QueryVector("joint", UNIFIED, self.unified.embed([joint], role="query")[0]))
         for kind in query.kinds():
             if kind not in self.unified.kinds:
                 raise EmbedError(
@@ -229,6 +238,21 @@ class EmbeddingProfile:
                 if kind in emb.kinds:
                     out.append(QueryVector(kind, name, emb.embed([item], role="query")[0]))
         return out
+
+    def _joint_query(self, query: Query) -> EmbedInput | None:
+        """Text with an image or a recording as one interleaved input, when the unified backend takes those
+        (``interleaves``); None otherwise (a query with one part, or a backend that embeds parts apart)."""
+        if not getattr(self.unified, "interleaves", False):
+            return None
+        kinds = query.kinds()
+        if "text" not in kinds or len(kinds) < 2:
+            return None
+        if "image" in kinds and query.image:
+            return ImageInput(query.image, query.text)
+        if "audio" in kinds and query.audio is not None:
+            a = query.audio
+            return AudioInput(a.samples, a.sample_rate, speech=a.speech, text=query.text)
+        return None
 
 
 def _embeds_pages(emb: Embedder) -> bool:
@@ -278,6 +302,14 @@ def _native_profile(**opts: Any) -> EmbeddingProfile:
     return EmbeddingProfile("native", unified, extra=dict(extra))
 
 
+def _gemma2_profile(**opts: Any) -> EmbeddingProfile:
+    """EmbeddingGemma 2 (embedder/gemma2.py): text, images, audio and video in one space, all in ``unified``
+    (no ``visual``/``audio`` vectors: there is no second space to keep); ``model`` names its folder."""
+    from loupe.embedder.gemma2 import gemma2_backend
+
+    return EmbeddingProfile("native-gemma2", gemma2_backend(**opts))
+
+
 def _gemini_profile(**opts: Any) -> EmbeddingProfile:
     """Gemini Embedding 2 over its HTTP API (embedder/gemini.py); needs an API key."""
     from loupe.embedder.gemini import GeminiEmbedder
@@ -289,6 +321,7 @@ PROFILES: dict[str, Callable[..., EmbeddingProfile]] = {
     "offline": _offline_profile,
     "fake": lambda **opts: EmbeddingProfile("fake", FakeEmbedder(**opts)),
     "native": _native_profile,
+    "native-gemma2": _gemma2_profile,
     "gemini": _gemini_profile,
 }
 

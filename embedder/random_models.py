@@ -10,7 +10,7 @@ map to the unknown token), and the processors are built from keyword arguments.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 WORDS = "a photo of dog cat hammer the sound sirens rain music speech represent input user system assistant".split()
 BERT_SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -77,3 +77,128 @@ def clap_htsat(folder: Path) -> Path:
     return clap_folder(
         folder, text={}, audio={"enable_fusion": False}, projection_dim=512, window_s=10, text_length=512
     )
+
+
+# EmbeddingGemma 2's placeholder and bracket tokens (names as in this folder's tokenizer; a real checkpoint's
+# tokenizer names its own, and the backend reads them from the tokenizer, not from here).
+GEMMA2_MEDIA_TOKENS = {
+    "image_token": "<|image|>",
+    "boi_token": "<|image>",
+    "eoi_token": "<image|>",
+    "audio_token": "<|audio|>",
+    "boa_token": "<|audio>",
+    "eoa_token": "<audio|>",
+}
+GEMMA2_VIDEO_TOKEN = "<|video|>"  # the processor's own video placeholder (processing_embedding_gemma2.py)
+GEMMA2_SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", *GEMMA2_MEDIA_TOKENS.values(), GEMMA2_VIDEO_TOKEN]
+
+
+def embeddinggemma2_folder(
+    folder: Path,
+    text: dict[str, Any],
+    vision: dict[str, Any] | None,
+    audio: dict[str, Any] | None,
+    *,
+    image_soft_tokens: int = 70,
+    video_soft_tokens: int = 70,
+) -> Path:
+    """An EmbeddingGemma 2 (text backbone + Gemma 4 vision and audio towers) with tokenizer, image processor,
+    audio feature extractor and video processor settings, saved to ``folder`` as transformers 5 lays a
+    checkpoint out (``processor_config.json`` holds the sub-processors' settings).
+
+    The video processor's settings are written as data: its class needs torchvision, which Loupe keeps out.
+    """
+    import json
+
+    from transformers import EmbeddingGemma2Config, EmbeddingGemma2Model, PreTrainedTokenizerFast
+    from transformers.models.gemma4 import Gemma4AudioFeatureExtractor, Gemma4ImageProcessorPil
+
+    base = word_tokenizer(GEMMA2_SPECIAL, 4096, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=base.backend_tokenizer,
+        model_max_length=4096,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        extra_special_tokens=dict(GEMMA2_MEDIA_TOKENS),
+    )
+    # A special token, as the processor registers it (otherwise tokenizers that read tokenizer.json split it).
+    tok.add_special_tokens({"additional_special_tokens": [GEMMA2_VIDEO_TOKEN]})
+    # One token in, one id out (the stubs also allow a list of tokens, hence the cast).
+    ids = {t: cast(int, tok.convert_tokens_to_ids(t)) for t in GEMMA2_SPECIAL}
+    cfg: Any = EmbeddingGemma2Config(
+        text_config={"vocab_size": len(GEMMA2_SPECIAL) + len(WORDS), "pad_token_id": 0, **text},
+        vision_config={"model_type": "gemma4_vision", **vision} if vision is not None else None,
+        audio_config={"model_type": "gemma4_audio", **audio} if audio is not None else None,
+        image_token_id=ids["<|image|>"],
+        boi_token_id=ids["<|image>"],
+        eoi_token_id=ids["<image|>"],
+        audio_token_id=ids["<|audio|>"],
+        boa_token_id=ids["<|audio>"],
+        eoa_token_index=ids["<audio|>"],
+        video_token_id=ids[GEMMA2_VIDEO_TOKEN],
+    )
+    EmbeddingGemma2Model(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    images = Gemma4ImageProcessorPil(max_soft_tokens=image_soft_tokens).to_dict()
+    sounds = Gemma4AudioFeatureExtractor().to_dict()
+    # The defaults of transformers' EmbeddingGemma2VideoProcessor (1 FPS, at most 32 frames, identity mean/std).
+    video = {
+        "video_processor_type": "EmbeddingGemma2VideoProcessor",
+        "patch_size": 16,
+        "pooling_kernel_size": 3,
+        "max_soft_tokens": video_soft_tokens,
+        "fps": 1,
+        "max_frames": 32,
+        "overflow_strategy": "uniform",
+        "add_timestamps": False,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.0, 0.0, 0.0],
+        "image_std": [1.0, 1.0, 1.0],
+    }
+    processor = {
+        "processor_class": "EmbeddingGemma2Processor",
+        "image_processor": images,
+        "feature_extractor": sounds,
+        "video_processor": video,
+        "image_seq_length": image_soft_tokens,
+        "audio_seq_length": 750,
+        "audio_ms_per_token": 40,
+    }
+    (folder / "processor_config.json").write_text(json.dumps(processor, indent=2, default=_plain))
+    # The sentence-transformers files of the checkpoint's layout: EmbeddingGemma's retrieval prompts under the
+    # names EmbeddingGemma 2 uses, and mean pooling + normalisation (the egemma2 runtime reads the first file).
+    prompts = {"SearchQuery": "task: search result | query: ", "Document": "title: none | text: "}
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2)
+    )
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {"word_embedding_dimension": int(cfg.text_config.embedding_dim), "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    return folder
+
+
+def _plain(value: Any) -> Any:
+    """numpy values (the feature extractor's settings hold a few) as JSON numbers and lists."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to processor_config.json")
+
+
+def embeddinggemma2_base(folder: Path) -> Path:
+    """EmbeddingGemma 2's shapes as transformers' default configs give them (text backbone 24 layers, width 512,
+    768-d output; Gemma 4 vision tower 16 layers, width 768; Gemma 4 audio conformer 12 layers, width 1024), with
+    random weights and a word-level vocabulary instead of the 262k-token one (the lookup costs nothing per item;
+    the full table would add ~134 M parameters to build for nothing)."""
+    return embeddinggemma2_folder(folder, text={}, vision={}, audio={}, image_soft_tokens=280)

@@ -109,3 +109,12 @@ def corpus(tmp_path: Path) -> Path:
     ImageDraw.Draw(img).rectangle((8, 8, 40, 30), fill="blue")
     img.save(root / "harbour_map.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight EmbeddingGemma 2 (all towers) in a local folder, built once per session."""
+    pytest.importorskip("transformers")
+    from tests.tiny_models import build_embeddinggemma2
+
+    return build_embeddinggemma2(tmp_path_factory.mktemp("tiny-gemma2") / "embeddinggemma2")

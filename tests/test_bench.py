@@ -237,8 +237,10 @@ def test_bench_native_smoke_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(random_models, "siglip_base", tiny_models.build_siglip)
     monkeypatch.setattr(random_models, "clap_htsat", tiny_models.build_clap)
+    monkeypatch.setattr(random_models, "embeddinggemma2_base", tiny_models.build_embeddinggemma2)
     out = tmp_path / "native.json"
     argv = ["native", "--device", "cpu", "--items", "3", "--clips", "2", "--batch-sizes", "1", "2"]
+    argv += ["--gemma2-media", "2", "--window-frames", "2"]
     data = _run([*argv, "--repeats", "1", "--no-compile", "--data-dir", str(tmp_path / "scratch"), "--out", str(out)])
     assert data["device"] == "cpu" and data["gpu"] is None
     # On a CPU "auto" resolves to float32, so the half-precision variant is not measured twice.
@@ -248,3 +250,13 @@ def test_bench_native_smoke_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     )
     assert all(r["items_per_s"] > 0 and r["gpu_peak_mb"] is None and r["prep_threads"] == 1 for r in data["rows"])
     assert set(data["cpu_preparation_items_per_s"]) == {"images", "clips"}
+    # EmbeddingGemma 2: every input kind and batch size per runtime measured (egemma2 where installed).
+    g2 = data["gemma2"]
+    assert g2["runtimes"] and g2["runtimes"][0] == "transformers"
+    assert sorted((r["runtime"], r["input"], r["batch_size"]) for r in g2["rows"]) == sorted(
+        (rt, k, b) for rt in g2["runtimes"] for k in ("texts", "images", "clips", "windows") for b in (1, 2)
+    )
+    assert all(r["items_per_s"] > 0 for r in g2["rows"])
+    clips = [r for r in g2["rows"] if r["input"] == "clips"]
+    assert all(r["audio_s_per_s"] == pytest.approx(r["items_per_s"] * 10.0, rel=0.01) for r in clips)
+    assert len(g2["ratios"]) == (8 if len(g2["runtimes"]) == 2 else 0)

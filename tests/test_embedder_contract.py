@@ -265,3 +265,49 @@ class TestGeminiFakeContract(EmbedderContract):
     @pytest.fixture
     def embedder(self, build: Callable[[], Embedder]) -> Embedder:
         return build()
+
+
+class TestEmbeddingGemma2Contract(EmbedderContract):
+    """EmbeddingGemma 2 on a tiny random-weight model with every tower (one instance: weights load once)."""
+
+    @pytest.fixture
+    def build(self, tiny_gemma2: Path) -> Callable[[], Embedder]:
+        from loupe.embedder.gemma2 import EmbeddingGemma2Embedder
+
+        return lambda: EmbeddingGemma2Embedder(str(tiny_gemma2), batch_size=2)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def shared(cls, tiny_gemma2: Path) -> Embedder:
+        from loupe.embedder.gemma2 import EmbeddingGemma2Embedder
+
+        return EmbeddingGemma2Embedder(str(tiny_gemma2), batch_size=2)
+
+    @pytest.fixture
+    def embedder(self, shared: Embedder) -> Embedder:
+        return shared
+
+
+class TestEgemma2Contract(EmbedderContract):
+    """The egemma2 runtime on the same tiny folder (skipped where the egemma2 package is not installed)."""
+
+    @pytest.fixture
+    def build(self, tiny_gemma2: Path) -> Callable[[], Embedder]:
+        pytest.importorskip("egemma2")
+        from loupe.embedder.gemma2_rust import Egemma2Embedder
+
+        return lambda: Egemma2Embedder(str(tiny_gemma2), device="cpu", batch_size=2)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def shared(cls, tiny_gemma2: Path) -> Iterator[Embedder]:
+        pytest.importorskip("egemma2")
+        from loupe.embedder.gemma2_rust import Egemma2Embedder
+
+        emb = Egemma2Embedder(str(tiny_gemma2), device="cpu", batch_size=2)
+        yield emb
+        emb.close()
+
+    @pytest.fixture
+    def embedder(self, shared: Embedder) -> Embedder:
+        return shared

@@ -166,3 +166,16 @@ def test_native_profile_on_gpu_with_audio_bridge(tiny: dict[str, Path], pictures
     )
     _check_like_cpu(gpu.embed(items), cpu.embed(items), "native unified (siglip + clap bridge)")
     assert extra["audio"].embed([TextInput("rain")], role="query").shape == (1, 24)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_embeddinggemma2_on_gpu_matches_cpu(tiny_gemma2: Path, pictures: list[str], dtype: str) -> None:
+    """EmbeddingGemma 2 on the GPU (every tower: text, images, audio, video, an interleaved input) against the
+    same folder's float32 CPU vectors."""
+    from loupe.embedder.gemma2 import EmbeddingGemma2Embedder
+
+    items: list[EmbedInput] = [*_items(pictures), *_clips()[:2], ImageInput(pictures[1], text="a dog")]
+    items.append(AudioInput(_clips()[0].samples, 16_000, text="rain"))
+    gpu = EmbeddingGemma2Embedder(str(tiny_gemma2), device="cuda", dtype=dtype, batch_size=4)
+    cpu = EmbeddingGemma2Embedder(str(tiny_gemma2), device="cpu", batch_size=4)
+    _check_like_cpu(gpu.embed(items), cpu.embed(items), f"embeddinggemma2 {dtype}")

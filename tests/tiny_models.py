@@ -125,3 +125,44 @@ def build_all(root: Path) -> dict[str, Path]:
         "clap": build_clap(root / "clap"),
         "qwen3vl": build_qwen3_vl(root / "qwen3vl"),
     }
+
+
+def build_embeddinggemma2(folder: Path, *, audio: bool = True) -> Path:
+    """A tiny EmbeddingGemma 2 with every tower: text backbone (2 layers, width 32: one sliding-window and one
+    full-attention layer, the real model's two kinds), a 1-layer Gemma 4 vision tower and a 1-layer Gemma 4 audio
+    conformer; 768-d output so the real Matryoshka sizes apply. Built from configs, saved with tokenizer and
+    processor settings (embedder/random_models.py)."""
+    from loupe.embedder.random_models import embeddinggemma2_folder
+
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "global_head_dim": 16,
+        "hidden_size_per_layer_input": 8,
+        "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "max_position_embeddings": 4096,
+        "embedding_dim": 768,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "position_embedding_size": 256,
+    }
+    # The subsampler's first width must be the feature extractor's 128 mel bins (its projection assumes it).
+    sound = {
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "subsampling_conv_channels": [128, 4],
+        "output_proj_dims": 24,
+    }
+    return embeddinggemma2_folder(folder, text=text, vision=vision, audio=sound if audio else None)

@@ -156,7 +156,8 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
 
     b = bsub.add_parser(
         "native",
-        help="native profile throughput (GPU if present): base-sized random-weight SigLIP and CLAP per dtype and batch",
+        help="native profile throughput (GPU if present): base-sized random-weight SigLIP and CLAP per dtype and "
+        "batch, and EmbeddingGemma 2 per input kind and runtime",
     )
     _add_common(b, "native")
     b.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N")
@@ -164,6 +165,22 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     b.add_argument("--items", type=int, default=128, help="images and texts per measurement (default %(default)s)")
     b.add_argument("--clips", type=int, default=16, help="10-s audio clips per measurement (default %(default)s)")
     b.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    b.add_argument(
+        "--models",
+        nargs="+",
+        choices=["siglip-clap", "gemma2"],
+        default=["siglip-clap", "gemma2"],
+        help="which native models to time (default both): SigLIP + CLAP, and EmbeddingGemma 2",
+    )
+    b.add_argument("--gemma2-media", type=int, default=8, help="EmbeddingGemma 2: images, clips and video windows each")
+    b.add_argument("--window-frames", type=int, default=8, help="EmbeddingGemma 2: frames per video window")
+    b.add_argument(
+        "--gemma2-runtimes",
+        nargs="+",
+        choices=["transformers", "egemma2"],
+        default=["transformers", "egemma2"],
+        help="EmbeddingGemma 2 runtimes, side by side (egemma2 only where it is installed)",
+    )
 
     return {"bench": run}
 
@@ -239,19 +256,37 @@ def run(args: argparse.Namespace) -> int:
             body = bench_voice(Path(args.corpus), repeats=args.repeats, profile=args.profile, workdir=workdir)
             table = format_voice(body)
         elif cmd == "native":
-            from loupe.lab.bench.native import bench_native, format_native
+            from loupe.lab.bench.native import bench_gemma2, bench_native, format_gemma2, format_native
 
-            body = bench_native(
-                workdir,
-                device=args.device,
-                batch_sizes=args.batch_sizes,
-                n_items=args.items,
-                n_clips=args.clips,
-                repeats=args.repeats,
-                compile=not args.no_compile,
-                on_progress=_progress,
-            )
-            table = format_native(body)
+            body = {}
+            tables = []
+            if "siglip-clap" in args.models:
+                body = bench_native(
+                    workdir,
+                    device=args.device,
+                    batch_sizes=args.batch_sizes,
+                    n_items=args.items,
+                    n_clips=args.clips,
+                    repeats=args.repeats,
+                    compile=not args.no_compile,
+                    on_progress=_progress,
+                )
+                tables.append(format_native(body))
+            if "gemma2" in args.models:
+                body["gemma2"] = bench_gemma2(
+                    workdir,
+                    device=args.device,
+                    batch_sizes=args.batch_sizes,
+                    n_texts=args.items,
+                    n_media=args.gemma2_media,
+                    window_frames=args.window_frames,
+                    repeats=args.repeats,
+                    runtimes=args.gemma2_runtimes,
+                    on_progress=_progress,
+                )
+                tables.append(format_gemma2(body["gemma2"]))
+                body.setdefault("device", body["gemma2"]["device"])
+            table = "\n".join(tables)
         else:
             if not Path(args.corpus).is_dir():
                 raise ConfigError(f"corpus folder {args.corpus} does not exist")

@@ -214,3 +214,133 @@ def format_native(body: Result) -> str:
     for kind, rates in body["cpu_preparation_items_per_s"].items():
         lines.append(f"CPU preparation alone ({kind}), items/s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))
     return "\n".join(lines)
+
+
+# --- EmbeddingGemma 2 (the native-gemma2 profile) -----------------------------------------------------------
+
+GEMMA2_KINDS = ("texts", "images", "clips", "windows")
+GEMMA2_RUNTIMES = ("transformers", "egemma2")
+
+
+def gemma2_inputs(folder: Path, n_texts: int, n_media: int, *, clip_s: float = 10.0, window_frames: int = 8) -> Result:
+    """The native bench's photos, texts and clips, plus video windows of ``window_frames`` photo-sized frames."""
+    data = make_inputs(folder, max(n_media, 1), n_texts, n_media, clip_s)
+    from loupe.embedder.base import VideoInput
+
+    photos = [im.path for im in data["images"]]
+    data["images"] = data["images"][:n_media]
+    data["windows"] = [
+        VideoInput(tuple(photos[(i + j) % len(photos)] for j in range(window_frames))) for i in range(n_media)
+    ]
+    return data
+
+
+def _gemma2_backend(runtime: str, folder: Path, device: str) -> Any:
+    if runtime == "egemma2":
+        from loupe.embedder.gemma2_rust import Egemma2Embedder
+
+        return Egemma2Embedder(str(folder), device=device)
+    from loupe.embedder.gemma2 import EmbeddingGemma2Embedder
+
+    return EmbeddingGemma2Embedder(str(folder), device=device)
+
+
+def bench_gemma2(
+    workdir: Path,
+    *,
+    device: str = "auto",
+    batch_sizes: Sequence[int] = (1, 16),
+    n_texts: int = 32,
+    n_media: int = 8,
+    clip_s: float = 10.0,
+    window_frames: int = 8,
+    repeats: int = 3,
+    runtimes: Sequence[str] = ("transformers",),
+    on_progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Throughput of a base-sized random-weight EmbeddingGemma 2 (embedder/random_models.py) per input kind, runtime
+    and batch size: texts/s, images/s, clips/s (and audio seconds per second), video windows/s. One untimed call
+    of one item first (loading; its time is ``first_call_s``), then ``repeats`` timed passes over the inputs."""
+    from loupe.embedder.gemma2_rust import have_egemma2
+    from loupe.embedder.native import pick_device, pick_dtype
+    from loupe.embedder.random_models import embeddinggemma2_base
+
+    say = on_progress or (lambda _m: None)
+    dev = pick_device(device)
+    say(f"building a base-sized random EmbeddingGemma 2 in {workdir}")
+    folder = embeddinggemma2_base(workdir / "embeddinggemma2-base")
+    data = gemma2_inputs(workdir / "gemma2-inputs", n_texts, n_media, clip_s=clip_s, window_frames=window_frames)
+    measured = [r for r in runtimes if r != "egemma2" or have_egemma2()]
+    rows: list[Result] = []
+    for runtime in measured:
+        for kind in GEMMA2_KINDS:
+            items = data[kind]
+            if not items:
+                continue
+            say(f"embeddinggemma2 {kind} ({len(items)}) on {runtime}")
+            emb = _gemma2_backend(runtime, folder, dev)
+            t0 = time.perf_counter()
+            emb.embed(items[:1])
+            first_s = time.perf_counter() - t0
+            for b in batch_sizes:
+                emb.batch_size = b
+                secs = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    emb.embed(items)
+                    secs.append(time.perf_counter() - t0)
+                rate = len(items) / statistics.median(secs)
+                row: Result = {"model": "embeddinggemma2-base", "runtime": runtime, "input": kind,
+                               "variant": str(pick_dtype(dev)).replace("torch.", ""), "batch_size": b,
+                               "n": len(items), "first_call_s": round(first_s, 2), "items_per_s": round(rate, 3),
+                               "items_per_s_all": [round(len(items) / s, 3) for s in secs]}  # fmt: skip
+                if kind == "clips":
+                    row["audio_s_per_s"] = round(rate * clip_s, 2)
+                if kind == "windows":
+                    row["frames_per_s"] = round(rate * window_frames, 2)
+                rows.append(row)
+            if hasattr(emb, "close"):
+                emb.close()
+            del emb
+    ratios: list[Result] = []
+    if len(measured) == 2:
+        by = {(r["runtime"], r["input"], r["batch_size"]): r["items_per_s"] for r in rows}
+        for (rt, kind, b), rate in by.items():
+            other = by.get(("transformers", kind, b))
+            if rt == "egemma2" and other:
+                ratios.append({"input": kind, "batch_size": b, "egemma2_over_transformers": round(rate / other, 2)})
+    import torch
+
+    return {
+        "device": dev,
+        "torch": torch.__version__,
+        "model": "EmbeddingGemma 2 shapes (transformers' default configs: text 24 x 512 -> 768-d, Gemma 4 vision "
+        "16 x 768 at 280 soft tokens per image and 70 per video frame, Gemma 4 audio 12 x 1024), random weights, "
+        "word-level vocabulary",
+        "inputs": {
+            "texts": "20 words + the document prompt",
+            "images": "640x480 JPEG",
+            "clips": f"{clip_s:g} s, 16 kHz",
+            "windows": f"{window_frames} frames of 640x480 JPEG",
+        },
+        "n": {"texts": n_texts, "media": n_media},
+        "runtimes": measured,
+        "runtimes_missing": [r for r in runtimes if r not in measured],
+        "rows": rows,
+        "ratios": ratios,
+    }
+
+
+def format_gemma2(body: Result) -> str:
+    """A plain-text table of the EmbeddingGemma 2 rows."""
+    lines = [f"{'runtime':12s} {'input':8s} {'batch':>5s} {'items/s':>9s} {'extra':>20s}"]
+    for r in body["rows"]:
+        extra = ""
+        if "audio_s_per_s" in r:
+            extra = f"{r['audio_s_per_s']:.2f} audio-s/s"
+        elif "frames_per_s" in r:
+            extra = f"{r['frames_per_s']:.2f} frames/s"
+        lines.append(f"{r['runtime']:12s} {r['input']:8s} {r['batch_size']:5d} {r['items_per_s']:9.3f} {extra:>20s}")
+    for r in body["ratios"]:
+        lines.append(f"egemma2 / transformers, {r['input']} batch {r['batch_size']}: {r['egemma2_over_transformers']}x")
+    return "\n".join(lines)
