@@ -1,0 +1,208 @@
+"""``loupe ingest --ray``: a local Ray cluster started here (loopback, 2 CPUs) against a local ingest of the same
+files: the same point ids, payloads and report; a bad file fails alone; the profile is checked before any worker
+runs; a killed worker and a killed driver lose and duplicate nothing. Skipped where Ray is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loupe.app.config import Settings, load_settings
+from loupe.app.distributed import RAY_INSTALL_HINT, RayIngest, RayOptions, require_ray
+from loupe.app.pipeline import IngestReport
+from loupe.app.service import Loupe, ingest_options
+from loupe.embedder.profiles import create_profile
+from loupe.errors import ConfigError, ProfileMismatchError
+from tests.test_resume import _env, _manifest_lines, make_corpus, point_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+# Timings inside a file's details (video OCR seconds) are the only report fields that may differ between runs.
+TIMING_DETAILS = {"ocr_s"}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A Ray instance for this module on loopback (2 CPUs, small object store); its GCS address for drivers."""
+    ray = pytest.importorskip("ray")
+    ctx = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    try:
+        yield str(ctx.address_info["gcs_address"])
+    finally:
+        ray.shutdown()
+
+
+def _settings(data_dir: Path, **kw: Any) -> Settings:
+    return load_settings(data_dir=data_dir, profile="fake", **kw)
+
+
+def _ray_ingest(data_dir: Path, paths: list[Path], **opts: Any) -> tuple[IngestReport, RayIngest]:
+    settings = _settings(data_dir)
+    with Loupe(settings) as lp:
+        runner = RayIngest(lp.index(create=True), lp.profile, ingest_options(settings), RayOptions(**opts))
+        return runner.run(paths), runner
+
+
+def _local_ingest(data_dir: Path, paths: list[Path]) -> IngestReport:
+    with Loupe(_settings(data_dir)) as lp:
+        return lp.ingest(paths)
+
+
+def _points(data_dir: Path) -> dict[str, Any]:
+    """Point id -> payload, with the data dir written as D (the media store lives under it)."""
+    with Loupe(_settings(data_dir)) as lp:
+        return {f.id: json.loads(json.dumps(f.payload).replace(str(data_dir), "D")) for f in lp.index().iter_points()}
+
+
+def _report_files(report: IngestReport) -> list[dict[str, Any]]:
+    files = report.to_json()["files"]
+    for f in files:
+        for k in TIMING_DETAILS:
+            f["details"].pop(k, None)
+    return files
+
+
+def test_without_ray_the_flag_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[ray\]'"):
+        require_ray()
+    from loupe.app.cli import main
+
+    make_corpus(tmp_path / "c", 1)
+    code = main(["ingest", str(tmp_path / "c"), "--profile", "fake", "--data-dir", str(tmp_path / "d"), "--ray"])
+    assert code == 2
+    assert not (tmp_path / "d" / "manifests").exists()  # refused before anything was read or written
+    assert "ray==2.60.0" in RAY_INSTALL_HINT
+
+
+def test_sample_congruent_with_local_ingest(ray_cluster: str, tmp_path: Path) -> None:
+    """Acceptance 1: `loupe ingest sample/ --ray` gives the points and report of `loupe ingest sample/`."""
+    sample = ROOT / "sample"
+    local = _local_ingest(tmp_path / "local", [sample])
+    remote, runner = _ray_ingest(tmp_path / "ray", [sample], workers=2, files_per_task=3)
+    assert local.summary()["ok"] >= 10 and local.summary()["failed"] == 0
+    assert _report_files(remote) == _report_files(local)
+    assert {k: v for k, v in remote.summary().items() if k != "seconds"} == {
+        k: v for k, v in local.summary().items() if k != "seconds"
+    }
+    a, b = _points(tmp_path / "local"), _points(tmp_path / "ray")
+    assert sorted(b) == sorted(a) and b == a
+    assert len(runner.worker_pids) == 2 and os.getpid() not in runner.worker_pids  # the work ran in the actors
+    # Re-running is a no-op in both: every file unchanged, without a worker.
+    again, runner2 = _ray_ingest(tmp_path / "ray", [sample], workers=2)
+    assert again.summary()["unchanged"] == local.summary()["ok"] and runner2.workers_started == 0
+
+
+def test_bad_file_fails_alone_with_the_local_reason(ray_cluster: str, tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", 5)
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
+    (corpus / "empty.txt").write_text("")
+    (corpus / "blank.md").write_text("   \n\n  ")
+    (corpus / "notes.xyz").write_text("not a kind Loupe reads")
+    local = _local_ingest(tmp_path / "local", [corpus])
+    remote, _ = _ray_ingest(tmp_path / "ray", [corpus], workers=2, files_per_task=4)
+    assert _report_files(remote) == _report_files(local)
+    s = remote.summary()
+    assert s["ok"] == 5 and s["failed"] >= 2 and s["skipped"] == 1
+    assert _points(tmp_path / "ray") == _points(tmp_path / "local")
+
+
+def test_profile_is_checked_before_any_worker_runs(ray_cluster: str, tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", 3)
+    _local_ingest(tmp_path / "data", [corpus])
+    before = point_ids(tmp_path / "data")
+    other = create_profile("fake", dim=32)
+    with Loupe(_settings(tmp_path / "data", ray_address="local"), profile=other) as lp:
+        with pytest.raises(ProfileMismatchError):
+            lp.ingest([make_corpus(tmp_path / "more", 6)])
+    assert point_ids(tmp_path / "data") == before
+
+
+def _kill_a_worker_during(data_dir: Path, corpus: Path, after_files: int) -> tuple[IngestReport, RayIngest, int]:
+    settings = _settings(data_dir)
+    killed: list[int] = []
+    with Loupe(settings) as lp:
+        runner = RayIngest(
+            lp.index(create=True), lp.profile, ingest_options(settings), RayOptions(workers=2, files_per_task=2)
+        )
+
+        def on_file(i: int, n: int, path: str) -> None:
+            if i >= after_files and not killed and runner.worker_pids:
+                pid = min(runner.worker_pids)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        report = runner.run([corpus], on_file=on_file)
+    assert killed, "the kill never happened: the test proved nothing"
+    return report, runner, killed[0]
+
+
+def _assert_same_as_clean(tmp_path: Path, corpus: Path, data_dir: Path, n: int) -> None:
+    _local_ingest(tmp_path / "clean", [corpus])
+    clean, got = point_ids(tmp_path / "clean"), point_ids(data_dir)
+    lost, extra, dups = set(clean) - set(got), set(got) - set(clean), len(got) - len(set(got))
+    assert (len(lost), len(extra), dups) == (0, 0, 0)
+    assert len(clean) > n  # several points per file
+
+
+def test_killed_worker_is_retried(ray_cluster: str, tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", 16)
+    report, runner, pid = _kill_a_worker_during(tmp_path / "ray", corpus, after_files=2)
+    assert report.summary()["ok"] == 16 and report.summary()["failed"] == 0
+    assert len(runner.worker_pids - {pid}) >= 2  # the killed actor came back as a new process
+    _assert_same_as_clean(tmp_path, corpus, tmp_path / "ray", 16)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_killed_worker_during_100_files(ray_cluster: str, tmp_path: Path) -> None:
+    """Acceptance 2, worker side: kill -9 an actor a third of the way through; every file is stored once."""
+    corpus = make_corpus(tmp_path / "corpus", 100)
+    report, runner, pid = _kill_a_worker_during(tmp_path / "ray", corpus, after_files=30)
+    assert report.summary()["ok"] == 100 and report.summary()["failed"] == 0
+    assert len(runner.worker_pids - {pid}) >= 2
+    _assert_same_as_clean(tmp_path, corpus, tmp_path / "ray", 100)
+
+
+def _driver(corpus: Path, data_dir: Path, address: str) -> list[str]:
+    cli = [sys.executable, "-m", "loupe.app.cli", "ingest", str(corpus), "--profile", "fake"]
+    return [*cli, "--data-dir", str(data_dir), "--ray", address, "--ray-workers", "2", "-q"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_killed_driver_during_100_files_resumes(ray_cluster: str, tmp_path: Path) -> None:
+    """Acceptance 2, driver side: kill -9 the CLI driver twice mid-run (its actors die with it), then re-run."""
+    corpus = make_corpus(tmp_path / "corpus", 100)
+    data = tmp_path / "ray"
+    kills = []
+    for target in (25, 90):  # manifest records: a quarter through, then most of the way
+        proc = subprocess.Popen(_driver(corpus, data, ray_cluster), env=_env(), stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and _manifest_lines(data) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills.append(_manifest_lines(data))
+        proc.wait()
+    assert kills, "the driver finished before it could be killed"
+    final = subprocess.run(_driver(corpus, data, ray_cluster), env=_env(), capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0, final.stderr[-2000:]
+    summary = json.loads((data / "reports" / "ingest-default-latest.json").read_text())["summary"]
+    assert summary["failed"] == 0 and summary["ok"] + summary["unchanged"] == 100
+    assert summary["unchanged"] > 0  # the re-run kept what the killed drivers had stored
+    _assert_same_as_clean(tmp_path, corpus, data, 100)
