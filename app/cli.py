@@ -172,7 +172,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if args.ray or args.ray_workers:
         settings = settings.model_copy(
-            update={"ray_address": args.ray or settings.ray_address or "local", "ray_workers": args.ray_workers or settings.ray_workers}
+            update={
+                "ray_address": args.ray or settings.ray_address or "local",
+                "ray_workers": args.ray_workers or settings.ray_workers,
+            }
         )
     with Loupe(settings) as lp:
         report = lp.ingest(args.paths, prune=args.prune, show_progress=not args.quiet and sys.stderr.isatty())

@@ -33,8 +33,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loupe import ingest
 from loupe.app.media import drop_unused_media
@@ -71,6 +72,7 @@ DEFAULT_BATCH_SIZES: Mapping[str, int] = {
     "speech_clip": 16,
 }
 NO_CONTENT = "no text or content to index was found"
+_T = TypeVar("_T")
 
 
 def require_ray() -> Any:
@@ -342,7 +344,7 @@ class RayIngest:
         booked: dict[int, _Booked] = {}
         done = 0
         for i, path in enumerate(files):
-            got = self._guard(path, lambda p=path: self._book(p))
+            got = self._guard(path, partial(self._book, path))
             if isinstance(got, FileReport):
                 results[i] = got
                 done += 1
@@ -367,7 +369,9 @@ class RayIngest:
         return report
 
     # -- driver-side steps ----------------------------------------------------------------------------------------
-    def _guard(self, path: Path, fn: Callable[[], FileReport | _Booked]) -> FileReport | _Booked:
+    def _guard(self, path: Path, fn: Callable[[], _T]) -> _T | FileReport:
+        """Run one file's driver-side step; an error becomes that file's failed report, never the run's end."""
+        got: _T | FileReport
         try:
             got = fn()
         except Exception as e:
@@ -521,7 +525,7 @@ class RayIngest:
                 for res in got:
                     self.worker_pids.add(res.pid)
                     b = booked[res.key]
-                    finished(res.key, self._guard(b.path, lambda b=b, res=res: self._store(b, res)))  # type: ignore[misc]
+                    finished(res.key, self._guard(b.path, partial(self._store, b, res)))
                 submit()
         finally:
             for a in actors:

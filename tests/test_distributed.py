@@ -126,9 +126,12 @@ def test_profile_is_checked_before_any_worker_runs(ray_cluster: str, tmp_path: P
     _local_ingest(tmp_path / "data", [corpus])
     before = point_ids(tmp_path / "data")
     other = create_profile("fake", dim=32)
-    with Loupe(_settings(tmp_path / "data", ray_address="local"), profile=other) as lp:
-        with pytest.raises(ProfileMismatchError):
-            lp.ingest([make_corpus(tmp_path / "more", 6)])
+    more = make_corpus(tmp_path / "more", 6)
+    with (
+        Loupe(_settings(tmp_path / "data", ray_address="local"), profile=other) as lp,
+        pytest.raises(ProfileMismatchError),
+    ):
+        lp.ingest([more])
     assert point_ids(tmp_path / "data") == before
 
 
