@@ -209,3 +209,23 @@ def test_killed_driver_during_100_files_resumes(ray_cluster: str, tmp_path: Path
     assert summary["failed"] == 0 and summary["ok"] + summary["unchanged"] == 100
     assert summary["unchanged"] > 0  # the re-run kept what the killed drivers had stored
     _assert_same_as_clean(tmp_path, corpus, data, 100)
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not os.environ.get("LOUPE_QDRANT_URL"), reason="needs a Qdrant server (LOUPE_QDRANT_URL)")
+def test_workers_upsert_to_a_server_directly(ray_cluster: str, tmp_path: Path) -> None:
+    """With a server, the actors write the points; the driver only books them. Not run here (no server)."""
+    corpus = make_corpus(tmp_path / "corpus", 12)
+    local = _local_ingest(tmp_path / "local", [corpus])
+    collection = f"ray_{os.getpid()}"
+    settings = _settings(tmp_path / "ray", qdrant_url=os.environ["LOUPE_QDRANT_URL"], collection=collection)
+    with Loupe(settings) as lp:
+        runner = RayIngest(lp.index(create=True), lp.profile, ingest_options(settings), RayOptions(workers=2))
+        assert runner.workers_write
+        try:
+            remote = runner.run([corpus])
+            assert _report_files(remote) == _report_files(local)
+            got = sorted(f.id for f in lp.index().iter_points())
+            assert got == sorted(point_ids(tmp_path / "local"))
+        finally:
+            lp.index().drop()
