@@ -48,7 +48,7 @@ from loupe.app.pipeline import (
     manifest_path,
     walk,
 )
-from loupe.embedder.profiles import EmbeddingProfile
+from loupe.embedder.profiles import EmbeddingProfile, ProfileInfo
 from loupe.errors import ConfigError, IngestError, LoupeError
 from loupe.index.store import Index, IndexConfig
 from loupe.types import Segment
@@ -176,8 +176,12 @@ class IngestWorker:
         options: ingest.IngestOptions,
         batch_sizes: Mapping[str, int],
         server_index: IndexConfig | None = None,
+        expected: ProfileInfo | None = None,
     ) -> None:
         self._factory = profile_factory
+        # The driver's profile (the collection's, checked at open): a worker whose own build differs (another
+        # model version installed on that node) must not write vectors of another space.
+        self.expected = expected
         self._profile: EmbeddingProfile | None = None
         self.options = options
         self.batch_sizes = dict(batch_sizes)
@@ -189,7 +193,13 @@ class IngestWorker:
     def profile(self) -> EmbeddingProfile:
         """Built on first use: once per actor process (weights load on first embed, conventions §4)."""
         if self._profile is None:
-            self._profile = self._factory()
+            built = self._factory()
+            if self.expected is not None and built.info != self.expected:
+                raise ConfigError(
+                    f"worker on {self.node} built profile {built.info.describe()}, but the collection uses "
+                    f"{self.expected.describe()}: install the same Loupe and models on every node"
+                )
+            self._profile = built
         return self._profile
 
     def pid(self) -> int:
@@ -476,7 +486,8 @@ class RayIngest:
             num_cpus=cpus, num_gpus=gpus, max_restarts=o.max_restarts, max_task_retries=o.max_task_retries
         )
         server = self.index.cfg if self.workers_write else None
-        actors = [remote_cls.remote(self.profile_factory, self.options, o.batch_sizes, server) for _ in range(n)]
+        args = (self.profile_factory, self.options, o.batch_sizes, server, self.profile.info)
+        actors = [remote_cls.remote(*args) for _ in range(n)]
         self.workers_started = n
         keys = sorted(booked)
         queue: deque[list[int]] = deque(keys[i : i + o.files_per_task] for i in range(0, len(keys), o.files_per_task))

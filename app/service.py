@@ -85,13 +85,15 @@ def ingest_runner(
             cpus_per_worker=settings.ray_cpus_per_worker,
             gpus_per_worker=settings.ray_gpus_per_worker,
         )
-        # Workers build their own profile from the settings (a loaded model is not shipped over the network).
+        # Workers build their own profile from the settings (a loaded model is not shipped over the network),
+        # by the name of the driver's profile (the API may open a collection with another than the default).
+        worker_settings = settings.model_copy(update={"profile": profile.name})
         return RayIngest(
             index,
             profile,
             ingest_options(settings),
             opts,
-            partial(profile_from_settings, settings),
+            partial(profile_from_settings, worker_settings),
             allowed_roots=allowed_roots,
         )
     return IngestPipeline(

@@ -135,6 +135,22 @@ def test_profile_is_checked_before_any_worker_runs(ray_cluster: str, tmp_path: P
     assert point_ids(tmp_path / "data") == before
 
 
+def _fake32() -> Any:
+    return create_profile("fake", dim=32)
+
+
+def test_a_worker_building_another_profile_writes_nothing(ray_cluster: str, tmp_path: Path) -> None:
+    """A node with other models installed: its actor refuses to embed, so no vector of another space is stored."""
+    corpus = make_corpus(tmp_path / "corpus", 3)
+    settings = _settings(tmp_path / "data")
+    with Loupe(settings) as lp:
+        opts = RayOptions(workers=1)
+        report = RayIngest(lp.index(create=True), lp.profile, ingest_options(settings), opts, _fake32).run([corpus])
+        assert lp.index().count() == 0
+    assert report.summary()["failed"] == 3
+    assert all("install the same Loupe" in (f.reason or "") for f in report.files)
+
+
 def _kill_a_worker_during(data_dir: Path, corpus: Path, after_files: int) -> tuple[IngestReport, RayIngest, int]:
     settings = _settings(data_dir)
     killed: list[int] = []
