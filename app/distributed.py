@@ -458,7 +458,9 @@ class RayIngest:
         started_here = False
         if not ray.is_initialized():
             address = None if self.ray_options.address == "local" else self.ray_options.address
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            # A Ray started here needs no dashboard; a cluster joined keeps whatever its head was started with.
+            extra = {"include_dashboard": False} if address is None else {}
+            ray.init(address=address, log_to_driver=False, **extra)
             started_here = True
         try:
             self._run_actors(ray, booked, finished)
@@ -487,10 +489,11 @@ class RayIngest:
         )
         server = self.index.cfg if self.workers_write else None
         args = (self.profile_factory, self.options, o.batch_sizes, server, self.profile.info)
-        actors = [remote_cls.remote(*args) for _ in range(n)]
-        self.workers_started = n
         keys = sorted(booked)
         queue: deque[list[int]] = deque(keys[i : i + o.files_per_task] for i in range(0, len(keys), o.files_per_task))
+        n = min(n, len(queue))  # an actor with nothing to do would still load the models
+        actors = [remote_cls.remote(*args) for _ in range(n)]
+        self.workers_started = n
         inflight: dict[Any, tuple[int, list[int]]] = {}  # ref -> (actor slot, keys)
         load = [0] * n
 
