@@ -245,3 +245,20 @@ def test_workers_upsert_to_a_server_directly(ray_cluster: str, tmp_path: Path) -
             assert got == sorted(point_ids(tmp_path / "local"))
         finally:
             lp.index().drop()
+
+
+def test_settings_key_picks_the_runner_for_cli_and_api(tmp_path: Path) -> None:
+    """`ray_address` (LOUPE_RAY_ADDRESS) is what the CLI flag sets and what the API's job runner reads."""
+    pytest.importorskip("ray")
+    from loupe.app.pipeline import IngestPipeline
+    from loupe.app.service import ingest_runner
+
+    with Loupe(_settings(tmp_path / "d")) as lp:
+        idx = lp.index(create=True)
+        assert isinstance(ingest_runner(lp.settings, idx, lp.profile), IngestPipeline)
+        ray_settings = _settings(tmp_path / "d", ray_address="auto", ray_workers=3)
+        runner = ingest_runner(ray_settings, idx, lp.profile, allowed_roots=[tmp_path])
+        assert isinstance(runner, RayIngest)
+        assert (runner.ray_options.address, runner.ray_options.workers) == ("auto", 3)
+        assert runner.allowed_roots == [tmp_path.resolve()]
+        assert runner.profile_factory().info == lp.profile.info  # workers build the collection's profile
