@@ -262,3 +262,33 @@ def test_settings_key_picks_the_runner_for_cli_and_api(tmp_path: Path) -> None:
         assert (runner.ray_options.address, runner.ray_options.workers) == ("auto", 3)
         assert runner.allowed_roots == [tmp_path.resolve()]
         assert runner.profile_factory().info == lp.profile.info  # workers build the collection's profile
+
+
+def test_a_worker_writes_its_points_itself_where_it_may(tmp_path: Path) -> None:
+    """The server-mode path of the actor body, run in-process (no Ray) against qdrant-client's local mode, which
+    stands in for the server: the points a worker upserts itself are those of a local ingest."""
+    from loupe import ingest
+    from loupe.app.distributed import FileTask, IngestWorker
+    from loupe.app.service import index_config
+    from loupe.index.store import Index
+
+    corpus = make_corpus(tmp_path / "corpus", 4)
+    _local_ingest(tmp_path / "local", [corpus])
+    settings = _settings(tmp_path / "w", engine="local")
+    profile = create_profile("fake")
+    cfg = index_config(settings)
+    Index.open(cfg, profile.info, create=True).close()  # the driver's part: create and check the collection
+    opts = ingest_options(settings)
+    tasks = [FileTask(i, ingest.prepare(p, opts)) for i, p in enumerate(sorted(corpus.iterdir()))]
+    worker = IngestWorker(lambda: profile, opts, {"text": 2}, server_index=cfg, expected=profile.info)
+    results = worker.process(tasks)
+    assert worker._index is not None
+    worker._index.close()
+    assert [r.status for r in results] == ["ok"] * 4 and all(not r.vectors for r in results)  # nothing sent back
+    idx = Index.open(cfg, profile.info, create=False)
+    try:
+        got = {f.id: f.payload["segment_id"] for f in idx.iter_points()}
+    finally:
+        idx.close()
+    assert sorted(got) == sorted(point_ids(tmp_path / "local"))
+    assert sum(r.points for r in results) == len(got)
