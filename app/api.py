@@ -47,9 +47,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from loupe.app.chat import Turn
 from loupe.app.config import Settings
 from loupe.app.jobs import Job, JobManager
-from loupe.app.pipeline import IngestPipeline, IngestReport, ProgressFn
+from loupe.app.pipeline import IngestReport, ProgressFn
 from loupe.app.retrieve import Filters
-from loupe.app.service import Loupe, index_config, ingest_options
+from loupe.app.service import Loupe, index_config, ingest_runner
 from loupe.app.tenants import DEFAULT_TENANT, Access, KeyStore, valid_name
 from loupe.embedder.profiles import PROFILES, EmbeddingProfile, ProfileInfo, profile_from_settings
 from loupe.errors import ConfigError, LoupeError, ProfileMismatchError, StoreError
@@ -469,11 +469,10 @@ def create_app(
     def run_job(job: Job, progress: ProgressFn) -> IngestReport:
         st = state_holder["s"]
         lp = st.loupe(job.tenant, job.collection, create_profile_name=st.settings.profile)
-        pipeline = IngestPipeline(
+        pipeline = ingest_runner(
+            lp.settings,
             lp.index(create=True),
             lp.profile,
-            ingest_options(lp.settings),
-            batch_size=st.settings.embed_batch_size,
             allowed_roots=[*st.settings.api_allowed_roots, st.tenant_dir(job.tenant) / "uploads"],
         )
         return pipeline.run(job.paths, on_file=progress)

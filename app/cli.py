@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--prune", action="store_true", help="delete sources under PATHS whose files no longer exist")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="extract and embed on a Ray cluster (pip install -e '.[ray]'): no ADDRESS starts a local Ray; "
+        "'auto', HOST:6379 or ray://HOST:10001 joins a cluster (env LOUPE_RAY_ADDRESS; docs/distributed.md)",
+    )
+    p.add_argument("--ray-workers", type=int, help="Ray actors to start (default: one per CPU, or per GPU)")
 
     p = sub.add_parser("search", help="search a collection")
     add_common_options(p)
@@ -162,7 +171,15 @@ def _snippet(text: str | None, width: int = 160) -> str:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    with Loupe(settings_from_args(args)) as lp:
+    settings = settings_from_args(args)
+    if args.ray or args.ray_workers:
+        settings = settings.model_copy(
+            update={
+                "ray_address": args.ray or settings.ray_address or "local",
+                "ray_workers": args.ray_workers or settings.ray_workers,
+            }
+        )
+    with Loupe(settings) as lp:
         report = lp.ingest(args.paths, prune=args.prune, show_progress=not args.quiet and sys.stderr.isatty())
     report_path = args.report or (lp.settings.data_dir / "reports" / f"ingest-{lp.collection}-latest.json")
     report.write(report_path)

@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     engine: Literal["edge", "local"] = "edge"
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
+    # Server mode, collections Loupe creates (None: the server's defaults; docs/distributed.md). Shards spread a
+    # collection over the peers (Qdrant's default is one per peer); replicas keep it readable with a peer down;
+    # writes are acknowledged once this many replicas of a shard applied them.
+    qdrant_shard_number: int | None = Field(default=None, ge=1)
+    qdrant_replication_factor: int | None = Field(default=None, ge=1)
+    qdrant_write_consistency_factor: int | None = Field(default=None, ge=1)
+    # Ingest on a Ray cluster (app/distributed.py, the optional extra `ray`): None ingests in this process;
+    # "local" starts a Ray instance for the ingest; else a ray.init address ("auto", HOST:6379, ray://HOST:10001).
+    ray_address: str | None = None
+    # Ray actors (None: one per ray_cpus_per_worker CPUs, or one per GPU where the cluster has GPUs).
+    ray_workers: int | None = Field(default=None, ge=1)
+    ray_cpus_per_worker: float = Field(default=1.0, gt=0)
+    # None: 1 GPU per actor where the cluster has GPUs, else 0.
+    ray_gpus_per_worker: float | None = Field(default=None, ge=0)
     # multilingual-e5-small reads at most 512 tokens; ~1,000 characters of prose is ~250-300 tokens, which
     # leaves room for the page context without truncation (stack-notes: longer chunks cost time and are cut).
     chunk_chars: int = Field(default=1000, ge=100, le=8000)

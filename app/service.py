@@ -37,6 +37,9 @@ def index_config(settings: Settings, collection: str | None = None, tenant: str 
         qdrant_url=settings.qdrant_url,
         qdrant_api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         tenant=tenant or "default",
+        shard_number=settings.qdrant_shard_number,
+        replication_factor=settings.qdrant_replication_factor,
+        write_consistency_factor=settings.qdrant_write_consistency_factor,
     )
 
 
@@ -57,6 +60,49 @@ def ingest_options(settings: Settings) -> IngestOptions:
         ocr=settings.ocr,
         render_dpi=settings.render_dpi,
         video_ocr=settings.video_ocr,
+    )
+
+
+def ingest_runner(
+    settings: Settings,
+    index: Index,
+    profile: EmbeddingProfile,
+    *,
+    show_progress: bool = False,
+    allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
+) -> IngestPipeline | Any:
+    """The ingest the settings ask for: in this process, or on a Ray cluster when ``ray_address`` is set
+    (app/distributed.py; same ``run(paths, prune=, on_file=)``, same report and manifest)."""
+    if settings.ray_address:
+        from functools import partial
+
+        from loupe.app.distributed import RayIngest, RayOptions, require_ray
+
+        require_ray()  # before anything else: the install hint, not a half-started ingest
+        opts = RayOptions(
+            address=settings.ray_address,
+            workers=settings.ray_workers,
+            cpus_per_worker=settings.ray_cpus_per_worker,
+            gpus_per_worker=settings.ray_gpus_per_worker,
+        )
+        # Workers build their own profile from the settings (a loaded model is not shipped over the network),
+        # by the name of the driver's profile (the API may open a collection with another than the default).
+        worker_settings = settings.model_copy(update={"profile": profile.name})
+        return RayIngest(
+            index,
+            profile,
+            ingest_options(settings),
+            opts,
+            partial(profile_from_settings, worker_settings),
+            allowed_roots=allowed_roots,
+        )
+    return IngestPipeline(
+        index,
+        profile,
+        ingest_options(settings),
+        batch_size=settings.embed_batch_size,
+        show_progress=show_progress,
+        allowed_roots=allowed_roots,
     )
 
 
@@ -163,13 +209,7 @@ class Loupe:
         on_file: ProgressFn | None = None,
     ) -> IngestReport:
         """Ingest files and folders into the collection (created with this profile if new)."""
-        pipeline = IngestPipeline(
-            self.index(create=True),
-            self.profile,
-            ingest_options(self.settings),
-            batch_size=self.settings.embed_batch_size,
-            show_progress=show_progress,
-        )
+        pipeline = ingest_runner(self.settings, self.index(create=True), self.profile, show_progress=show_progress)
         return pipeline.run(paths, prune=prune, on_file=on_file)
 
     def search(

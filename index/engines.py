@@ -349,13 +349,15 @@ class EdgeEngine:
 class ClientEngine:
     """Engine over ``qdrant_client.QdrantClient``; Loupe metadata is the collection's own metadata."""
 
-    def __init__(self, client: Any, collection: str, where: str) -> None:
+    def __init__(self, client: Any, collection: str, where: str, *, layout: Mapping[str, int] | None = None) -> None:
         from qdrant_client import models
 
         self._m = models
         self.client = client
         self.collection = collection
         self.where = where  # for messages: the URL or folder
+        # shard_number / replication_factor / write_consistency_factor for a new collection on a cluster.
+        self.layout = dict(layout or {})
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -393,9 +395,13 @@ class ClientEngine:
             sparse_vectors_config={name: m.SparseVectorParams(modifier=m.Modifier.IDF) for name in (BM25, PIECES)},
             on_disk_payload=True,
             metadata=metadata,
+            **self.layout,
         )
-        schema = (
-            [(f, m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
+        # Tenants are payload partitions of one collection (Qdrant's multitenancy guidance for many small
+        # tenants): is_tenant makes the server keep each tenant's points together for tenant-filtered reads.
+        tenant_index = m.KeywordIndexParams(type=m.KeywordIndexType.KEYWORD, is_tenant=True)
+        schema: list[tuple[str, Any]] = (
+            [(f, tenant_index if f == "tenant" else m.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
             + [(f, m.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
             + [(f, m.PayloadSchemaType.INTEGER) for f in INTEGER_FIELDS]
         )

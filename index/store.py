@@ -46,6 +46,10 @@ class IndexConfig:
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     tenant: str = "default"
+    # Server mode only, applied when Loupe creates the collection (None: the server's defaults).
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
 
     def describe(self) -> str:
         """Where, in words, for messages."""
@@ -92,7 +96,12 @@ def _make_engine(cfg: IndexConfig) -> Engine:
         from qdrant_client import QdrantClient
 
         client = QdrantClient(url=cfg.qdrant_url, api_key=cfg.qdrant_api_key, timeout=30)
-        return ClientEngine(client, cfg.collection, cfg.qdrant_url)
+        layout = {
+            "shard_number": cfg.shard_number,
+            "replication_factor": cfg.replication_factor,
+            "write_consistency_factor": cfg.write_consistency_factor,
+        }
+        return ClientEngine(client, cfg.collection, cfg.qdrant_url, layout={k: v for k, v in layout.items() if v})
     if cfg.engine == "edge":
         return EdgeEngine(_collections_root(cfg.data_dir) / cfg.collection)
     if cfg.engine in ("local", "memory"):

@@ -11,6 +11,7 @@ from pathlib import Path
 from loupe.lab.bench.common import Result
 from loupe.lab.bench.ingest import child_llamaindex_ingest, child_loupe_ingest
 from loupe.lab.bench.query import child_query_build, child_query_serve
+from loupe.lab.bench.ray_ingest import child_ray_ingest
 
 
 def child_main(argv: Sequence[str]) -> int:
@@ -22,6 +23,7 @@ def child_main(argv: Sequence[str]) -> int:
         "llamaindex-ingest": child_llamaindex_ingest,
         "query-build": child_query_build,
         "query-serve": child_query_serve,
+        "ray-ingest": child_ray_ingest,
     }
     params = json.loads(Path(params_path).read_text())
     result = children[kind](params)

@@ -115,6 +115,12 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
         type=float,
         help="also ingest a generated 720p video and a recording this long (video/audio rates, where time goes)",
     )
+    b.add_argument(
+        "--ray",
+        action="store_true",
+        help="instead: local ingest beside Ray ingest (local Ray, --ray-workers actors) on the first --corpus",
+    )
+    b.add_argument("--ray-workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts (default 1 2)")
 
     b = bsub.add_parser(
         "query",
@@ -223,17 +229,31 @@ def run(args: argparse.Namespace) -> int:
             for c in corpora:
                 if not c.is_dir():
                     raise ConfigError(f"corpus folder {c} does not exist")
-            body = bench_ingest(
-                corpora,
-                repeats=args.repeats,
-                profile=args.profile,
-                workdir=workdir,
-                anchor=not args.no_anchor,
-                child_timeout_s=args.child_timeout,
-                on_progress=_progress,
-                media_minutes=args.media_minutes,
-            )
-            table = format_ingest(body)
+            if args.ray:
+                from loupe.lab.bench.ray_ingest import bench_ray_ingest, format_ray_ingest
+
+                body = bench_ray_ingest(
+                    corpora[0],
+                    workers=args.ray_workers,
+                    repeats=args.repeats,
+                    profile=args.profile,
+                    workdir=workdir,
+                    child_timeout_s=args.child_timeout,
+                    on_progress=_progress,
+                )
+                table = format_ray_ingest(body)
+            else:
+                body = bench_ingest(
+                    corpora,
+                    repeats=args.repeats,
+                    profile=args.profile,
+                    workdir=workdir,
+                    anchor=not args.no_anchor,
+                    child_timeout_s=args.child_timeout,
+                    on_progress=_progress,
+                    media_minutes=args.media_minutes,
+                )
+                table = format_ingest(body)
         elif cmd in ("query", "scale"):
             body = bench_query(
                 args.sizes,
