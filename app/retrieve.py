@@ -12,9 +12,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from loupe.app.calibration import FAMILIES, ModalityCalibration, query_kind, shipped_calibration
 from loupe.embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
-from loupe.embedder.profiles import EmbeddingProfile, Query, QueryVector
-from loupe.index.engines import FieldFilter, Sparse
+from loupe.embedder.profiles import UNIFIED, EmbeddingProfile, Query, QueryVector
+from loupe.index.engines import RRF_K, FieldFilter, Sparse
 from loupe.index.store import Index
 from loupe.types import Hit, PageLoc, Segment, TimeLoc
 
@@ -179,6 +180,47 @@ class Reranker(Protocol):
         ...
 
 
+Ranked = list[tuple[Segment, float]]
+
+
+def rrf_fuse(lists: Sequence[tuple[Ranked, float]], limit: int) -> Ranked:
+    """Weighted reciprocal-rank fusion of ranked lists, ``Σ w / (RRF_K + rank)``, ranks counted from 0 as the
+    Qdrant engine counts them (its best hit of one stage scores 1/60; tests/test_calibration.py checks the two
+    agree); ties keep the order of first appearance."""
+    fused: dict[str, float] = {}
+    segs: dict[str, Segment] = {}
+    for ranked, weight in lists:
+        for rank, (seg, _) in enumerate(ranked):
+            segs.setdefault(seg.id, seg)
+            fused[seg.id] = fused.get(seg.id, 0.0) + weight / (RRF_K + rank)
+    order = sorted(fused, key=lambda i: -fused[i])  # sorted() is stable: first appearance breaks ties
+    return [(segs[i], fused[i]) for i in order[:limit]]
+
+
+def calibrated_dense(
+    index: Index,
+    calibration: ModalityCalibration,
+    kind: str,
+    vector: np.ndarray,
+    flt: FieldFilter | None,
+    limit: int,
+    families: Sequence[str] | None = None,
+) -> Ranked:
+    """One ``unified`` stage asked of each modality family separately (a filtered k-NN each), the cosines turned
+    into the family's z-scores for this query (app/calibration.py) and merged: every family brings its own
+    candidates, and one family's region of the space cannot fill the list. Scores returned are the z-scores."""
+    merged: Ranked = []
+    for fam in families if families is not None else FAMILIES:
+        fam_flt = FieldFilter(must={"modality": list(FAMILIES[fam])}).merged(flt)
+        found = index.search([(UNIFIED, vector, 1.0)], None, flt=fam_flt, limit=limit)
+        if not found:
+            continue
+        z = calibration.z(kind, fam, vector, np.array([s for _, s in found]))
+        merged.extend((seg, float(v)) for (seg, _), v in zip(found, z, strict=True))
+    merged.sort(key=lambda t: -t[1])
+    return merged[:limit]
+
+
 def search(
     index: Index,
     profile: EmbeddingProfile,
@@ -191,6 +233,7 @@ def search(
     fusion: Fusion = "rrf",
     refine: bool = True,
     reranker: Reranker | None = None,
+    calibration: ModalityCalibration | bool | None = True,
 ) -> list[Hit]:
     """Embed each query part into ``unified`` (and ``visual``/``audio`` where the profile has them), add BM25
     over the query text, fuse with weighted RRF in Qdrant, group by place, then resolve the top hits to a moment
@@ -200,6 +243,12 @@ def search(
     and fuses the rankings; ``sum`` searches once with the weighted sum of the part vectors. RRF is the default:
     on the composite set in tests/test_retrieve.py it found the item matching both parts at R@1 1.00 against
     0.89 for the sum. ``reranker`` reorders the grouped hits by the query text (none ships offline).
+
+    ``calibration``: across modalities (no modality filter), each ``unified`` stage asks every modality family
+    for its own candidates and merges them by calibrated z-scores (:func:`calibrated_dense`); the stages are then
+    fused with the same weighted RRF as before, here instead of in Qdrant. ``True`` uses the calibration that
+    ships for the profile's space (none: the previous cosine ranking), ``False``/``None`` turns it off, or pass
+    one. With a modality filter the search is exactly the previous one (scores cannot mix modalities there).
 
     >>> hits = search(index, profile, Query(text="quarterly revenue"), k=5)  # doctest: +SKIP
     """
@@ -214,6 +263,29 @@ def search(
         pieces = Sparse(*weights) if weights else None
     # Ask for more than k: grouping removes repeated places and sources.
     limit = max(k * 5, 50)
+    cal = _calibration_for(profile, calibration) if not (filters and filters.modalities) else None
+    if cal is not None:
+        speech = bool(query.audio is not None and query.audio.speech)
+        lists: list[tuple[Ranked, float]] = []
+        prefetch = max(limit, 100)
+        for qv, (name, vec, weight) in zip(_stage_parts(vectors, dense), dense, strict=True):
+            if name == UNIFIED:
+                ranked = calibrated_dense(index, cal, query_kind(qv, speech), vec, flt, prefetch)
+            else:
+                ranked = index.search([(name, vec, 1.0)], None, flt=flt, limit=prefetch)
+            lists.append((ranked, weight))
+        if hybrid and query.text and query.text.strip() and index.bm25.query(query.text).indices:
+            lists.append((index.search([], query.text, flt=flt, limit=prefetch), w.get("bm25", 1.0)))
+        if pieces is not None and pieces.indices and index.pieces is not None:
+            ranked = index.search([], None, flt=flt, limit=prefetch, pieces=pieces)
+            lists.append((ranked, w.get("pieces", PIECES_WEIGHT)))
+        # As in the engine: one stage is a plain ranking (its own scores), several are fused by RRF even when
+        # some come back empty.
+        found = lists[0][0][:limit] if len(lists) == 1 else rrf_fuse(lists, limit)
+        hits = group_hits(found, k, per_source)
+        if reranker is not None and query.text and hits:
+            hits = [replace(h, rank=i) for i, h in enumerate(reranker.rerank(query.text, hits), start=1)]
+        return refine_hits(index, dense, hits) if refine else hits
     found = index.search(
         dense,
         query.text if hybrid else None,
@@ -228,3 +300,26 @@ def search(
     if reranker is not None and query.text and hits:
         hits = [replace(h, rank=i) for i, h in enumerate(reranker.rerank(query.text, hits), start=1)]
     return refine_hits(index, dense, hits) if refine else hits
+
+
+def _calibration_for(
+    profile: EmbeddingProfile, calibration: ModalityCalibration | bool | None
+) -> ModalityCalibration | None:
+    """The calibration :func:`search` uses: the one given, the shipped one for the profile's space, or none."""
+    if isinstance(calibration, ModalityCalibration):
+        return calibration
+    if calibration is True:
+        return shipped_calibration(profile.info.model_ids[UNIFIED])
+    return None
+
+
+def _stage_parts(vectors: Sequence[QueryVector], dense: Sequence[DenseStage]) -> list[str]:
+    """The query part behind each dense stage (``rrf``: one stage per vector; ``sum``: a merged stage is called
+    after its first part, or ``mixed`` when parts of several kinds were summed)."""
+    if len(dense) == len(vectors):
+        return [qv.part for qv in vectors]
+    out = []
+    for name, _, _ in dense:
+        parts = {qv.part for qv in vectors if qv.using == name}
+        out.append(parts.pop() if len(parts) == 1 else "mixed")
+    return out
