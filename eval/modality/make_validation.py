@@ -124,9 +124,16 @@ def main() -> None:
     def query(qid: str, modality: str, target: str, locator: object = None, text: str | None = None,
               audio: str | None = None, also: list[str] | None = None) -> None:  # fmt: skip
         queries.append(
-            {"id": qid, "query_text": text, "query_audio": audio, "query_image": None, "target_file": target,
-             "target_locator": locator, "modality": modality,
-             "also_relevant": [{"file": a, "locator": None} for a in (also or [])]}  # fmt: skip
+            {
+                "id": qid,
+                "query_text": text,
+                "query_audio": audio,
+                "query_image": None,
+                "target_file": target,
+                "target_locator": locator,
+                "modality": modality,
+                "also_relevant": [{"file": a, "locator": None} for a in (also or [])],
+            }
         )
 
     def spoken(qid: str, text: str) -> str:
