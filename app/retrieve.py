@@ -317,8 +317,8 @@ def _stage_parts(vectors: Sequence[QueryVector], dense: Sequence[DenseStage]) ->
     """The query part behind each dense stage (``rrf``: one stage per vector; ``sum``: a merged stage is called
     after its first part, or ``mixed`` when parts of several kinds were summed)."""
     if len(dense) == len(vectors):
-        return [qv.part for qv in vectors]
-    out = []
+        return [str(qv.part) for qv in vectors]
+    out: list[str] = []
     for name, _, _ in dense:
         parts = {qv.part for qv in vectors if qv.using == name}
         out.append(parts.pop() if len(parts) == 1 else "mixed")

@@ -73,7 +73,7 @@ def crowded(tmp_path: Path) -> tuple[Index, list[Segment], np.ndarray, np.ndarra
 
 
 def profile_for(q: np.ndarray) -> EmbeddingProfile:
-    return EmbeddingProfile("test", DictEmbedder({"find doc": q, "passage word": q, "spoken": q}))  # type: ignore[arg-type]
+    return EmbeddingProfile("test", DictEmbedder({"find doc": q, "passage word": q, "spoken": q}))
 
 
 def fitted(idx: Index) -> ModalityCalibration:

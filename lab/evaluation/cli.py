@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             failed = [f for f in ingest_report.files if f.status == "failed"]
             print(f"warning: {len(failed)} corpus files failed to ingest, e.g. {failed[0].path}: {failed[0].reason}")
 
-        def search(q: Any, base: Path) -> list[tuple[str, Any, float]]:
+        def search(q: Any, base: Path) -> list[tuple[Any, ...]]:
             image = str(base / q.image) if q.image else None
             audio = str(base / q.audio) if q.audio else None
             hits = lp.search(q.text, image=image, audio=audio, k=args.k, calibrated=not args.no_calibration)

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         fams = np.array([FAMILY_OF[s.modality] for s in segs])
         model_id = lp.profile.info.model_ids[UNIFIED]
+        cal: ModalityCalibration | None
         if args.fit:
             if any("/eval/devset/" in s.source.uri for s in segs):
                 raise ConfigError(f"collection {collection} holds dev-set files: fit calibrations on validation only")
