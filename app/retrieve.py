@@ -6,7 +6,7 @@ one long PDF does not fill the page and the ranking is over distinct places (as 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
@@ -15,7 +15,7 @@ import numpy as np
 from loupe.app.calibration import FAMILIES, ModalityCalibration, query_kind, shipped_calibration
 from loupe.embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
 from loupe.embedder.profiles import UNIFIED, EmbeddingProfile, Query, QueryVector
-from loupe.index.engines import RRF_K, FieldFilter, Sparse
+from loupe.index.engines import FieldFilter, Sparse
 from loupe.index.store import Index
 from loupe.types import Hit, PageLoc, Segment, TimeLoc
 
@@ -183,41 +183,44 @@ class Reranker(Protocol):
 Ranked = list[tuple[Segment, float]]
 
 
-def rrf_fuse(lists: Sequence[tuple[Ranked, float]], limit: int) -> Ranked:
-    """Weighted reciprocal-rank fusion of ranked lists, ``Σ w / (RRF_K + rank)``, ranks counted from 0 as the
-    Qdrant engine counts them (its best hit of one stage scores 1/60; tests/test_calibration.py checks the two
-    agree); ties keep the order of first appearance."""
-    fused: dict[str, float] = {}
-    segs: dict[str, Segment] = {}
-    for ranked, weight in lists:
-        for rank, (seg, _) in enumerate(ranked):
-            segs.setdefault(seg.id, seg)
-            fused[seg.id] = fused.get(seg.id, 0.0) + weight / (RRF_K + rank)
-    order = sorted(fused, key=lambda i: -fused[i])  # sorted() is stable: first appearance breaks ties
-    return [(segs[i], fused[i]) for i in order[:limit]]
-
-
-def calibrated_dense(
+def calibrated_merge(
     index: Index,
     calibration: ModalityCalibration,
-    kind: str,
-    vector: np.ndarray,
+    unified: Sequence[tuple[str, np.ndarray]],
+    family_search: Callable[[FieldFilter, int], Ranked],
     flt: FieldFilter | None,
     limit: int,
-    families: Sequence[str] | None = None,
 ) -> Ranked:
-    """One ``unified`` stage asked of each modality family separately (a filtered k-NN each), the cosines turned
-    into the family's z-scores for this query (app/calibration.py) and merged: every family brings its own
-    candidates, and one family's region of the space cannot fill the list. Scores returned are the z-scores."""
+    """Each modality family ranked on its own, the families merged by calibrated scores.
+
+    Within a family the order is the previous search's (dense + BM25 + word pieces, RRF), asked of that family
+    alone (``family_search``). Across families the order comes from the ``unified`` stages' cosines turned into
+    the family's z-scores for this query (app/calibration.py): the family's i-th hit is given the family's i-th
+    best z-score (the best over the query's ``unified`` parts ``(kind, vector)``), so a keyword stage can reorder
+    a family but cannot lift the one family that holds text above the others, and no family's region of the
+    space can flood the list. Scores returned are those z-scores.
+    """
     merged: Ranked = []
-    for fam in families if families is not None else FAMILIES:
-        fam_flt = FieldFilter(must={"modality": list(FAMILIES[fam])}).merged(flt)
-        found = index.search([(UNIFIED, vector, 1.0)], None, flt=fam_flt, limit=limit)
-        if not found:
+    for fam, mods in FAMILIES.items():
+        fam_flt = FieldFilter(must={"modality": list(mods)}).merged(flt)
+        ranked = family_search(fam_flt, limit)
+        if not ranked:
             continue
-        z = calibration.z(kind, fam, vector, np.array([s for _, s in found]))
-        merged.extend((seg, float(v)) for (seg, _), v in zip(found, z, strict=True))
-    merged.sort(key=lambda t: -t[1])
+        best: dict[str, float] = {}
+        for kind, vec in unified:
+            found = index.search([(UNIFIED, vec, 1.0)], None, flt=fam_flt, limit=limit)
+            if found:
+                z = calibration.z(kind, fam, vec, np.array([sc for _, sc in found]))
+                for (seg, _), v in zip(found, z, strict=True):
+                    best[seg.id] = max(best.get(seg.id, -np.inf), float(v))
+        slots = sorted(best.values(), reverse=True)
+        if not slots:  # no dense part (cannot happen with a unified vector on every point): keep raw scores
+            merged.extend(ranked)
+            continue
+        for i, (seg, _) in enumerate(ranked):
+            # Hits beyond the dense list (found by a keyword stage only) rank below it, in their order.
+            merged.append((seg, slots[i] if i < len(slots) else slots[-1] - 1e-6 * (i - len(slots) + 1)))
+    merged.sort(key=lambda t: -t[1])  # stable: a family's own order is kept among equal scores
     return merged[:limit]
 
 
@@ -244,9 +247,8 @@ def search(
     on the composite set in tests/test_retrieve.py it found the item matching both parts at R@1 1.00 against
     0.89 for the sum. ``reranker`` reorders the grouped hits by the query text (none ships offline).
 
-    ``calibration``: across modalities (no modality filter), each ``unified`` stage asks every modality family
-    for its own candidates and merges them by calibrated z-scores (:func:`calibrated_dense`); the stages are then
-    fused with the same weighted RRF as before, here instead of in Qdrant. ``True`` uses the calibration that
+    ``calibration``: across modalities (no modality filter), every modality family is searched on its own and
+    the families are merged by calibrated z-scores (:func:`calibrated_merge`). ``True`` uses the calibration that
     ships for the profile's space (none: the previous cosine ranking), ``False``/``None`` turns it off, or pass
     one. With a modality filter the search is exactly the previous one (scores cannot mix modalities there).
 
@@ -266,36 +268,34 @@ def search(
     cal = _calibration_for(profile, calibration) if not (filters and filters.modalities) else None
     if cal is not None:
         speech = bool(query.audio is not None and query.audio.speech)
-        lists: list[tuple[Ranked, float]] = []
-        prefetch = max(limit, 100)
-        for qv, (name, vec, weight) in zip(_stage_parts(vectors, dense), dense, strict=True):
-            if name == UNIFIED:
-                ranked = calibrated_dense(index, cal, query_kind(qv, speech), vec, flt, prefetch)
-            else:
-                ranked = index.search([(name, vec, 1.0)], None, flt=flt, limit=prefetch)
-            lists.append((ranked, weight))
-        if hybrid and query.text and query.text.strip() and index.bm25.query(query.text).indices:
-            lists.append((index.search([], query.text, flt=flt, limit=prefetch), w.get("bm25", 1.0)))
-        if pieces is not None and pieces.indices and index.pieces is not None:
-            ranked = index.search([], None, flt=flt, limit=prefetch, pieces=pieces)
-            lists.append((ranked, w.get("pieces", PIECES_WEIGHT)))
-        # As in the engine: one stage is a plain ranking (its own scores), several are fused by RRF even when
-        # some come back empty.
-        found = lists[0][0][:limit] if len(lists) == 1 else rrf_fuse(lists, limit)
-        hits = group_hits(found, k, per_source)
-        if reranker is not None and query.text and hits:
-            hits = [replace(h, rank=i) for i, h in enumerate(reranker.rerank(query.text, hits), start=1)]
-        return refine_hits(index, dense, hits) if refine else hits
-    found = index.search(
-        dense,
-        query.text if hybrid else None,
-        flt=flt,
-        limit=limit,
-        prefetch_limit=max(limit, 100),
-        bm25_weight=w.get("bm25", 1.0),
-        pieces=pieces,
-        pieces_weight=w.get("pieces", PIECES_WEIGHT),
-    )
+        kinds = [query_kind(part, speech) for part in _stage_parts(vectors, dense)]
+        unified = [(kind, vec) for kind, (name, vec, _) in zip(kinds, dense, strict=True) if name == UNIFIED]
+
+        def family_search(fam_flt: FieldFilter, n: int) -> Ranked:
+            # The previous search (every stage, RRF in the engine), restricted to one family.
+            return index.search(
+                dense,
+                query.text if hybrid else None,
+                flt=fam_flt,
+                limit=n,
+                prefetch_limit=n,
+                bm25_weight=w.get("bm25", 1.0),
+                pieces=pieces,
+                pieces_weight=w.get("pieces", PIECES_WEIGHT),
+            )
+
+        found = calibrated_merge(index, cal, unified, family_search, flt, max(limit, 100))[:limit]
+    else:
+        found = index.search(
+            dense,
+            query.text if hybrid else None,
+            flt=flt,
+            limit=limit,
+            prefetch_limit=max(limit, 100),
+            bm25_weight=w.get("bm25", 1.0),
+            pieces=pieces,
+            pieces_weight=w.get("pieces", PIECES_WEIGHT),
+        )
     hits = group_hits(found, k, per_source)
     if reranker is not None and query.text and hits:
         hits = [replace(h, rank=i) for i, h in enumerate(reranker.rerank(query.text, hits), start=1)]
@@ -315,7 +315,7 @@ def _calibration_for(
 
 def _stage_parts(vectors: Sequence[QueryVector], dense: Sequence[DenseStage]) -> list[str]:
     """The query part behind each dense stage (``rrf``: one stage per vector; ``sum``: a merged stage is called
-    after its first part, or ``mixed`` when parts of several kinds were summed)."""
+    after its part, or ``mixed`` when parts of several kinds were summed)."""
     if len(dense) == len(vectors):
         return [str(qv.part) for qv in vectors]
     out: list[str] = []
