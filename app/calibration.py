@@ -17,7 +17,9 @@ the number of standard deviations by which the item stands out among *all* items
 (Z-normalisation, as speaker verification normalises scores per model). The mean direction a whole family shares
 no longer counts, and a family whose items all look alike for this query (small spread) does not get to rank
 its best item high by default. Retrieval (app/retrieve.py) asks each family for its own candidates and merges
-them by ``z``; within one family the order is the cosine's.
+them by ``z``; within one family the order is the previous search's. The statistics are the searched
+collection's own (:func:`collection_calibration`); a fitted file (lab/evaluation/gap.py ``--fit``) can be passed
+instead for analysis.
 
 >>> cal = ModalityCalibration.fit("demo", {"text": np.eye(3)[[0, 1, 2, 0]], "image": np.eye(3)[[1, 1, 2]]})
 >>> round(float(cal.z("text", "text", np.eye(3)[0], np.array([1.0]))[0]), 2)
@@ -33,6 +35,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +57,12 @@ assert set(FAMILY_OF) == set(MODALITIES), "every segment modality belongs to one
 # Principal directions kept per family: the spread of bridge vectors lives in few directions (the classifier's
 # top classes); 48 of 384 hold 80-95 % of each validation family's variance (lab/evaluation/gap.py reports it).
 RANK = 48
-# A family needs at least this many validation vectors for its covariance to mean anything.
-MIN_COUNT = 8
+# The isotropic floor under a family's spread, as a share of its mean variance per dimension (see FamilyStats.fit);
+# a plain shrinkage constant, not tuned.
+SHRINK = 0.1
+# At most this many vectors per family are read to fit a collection's statistics (a scroll of 2,000 x 384 floats
+# takes well under a second; the mean and the top directions are stable long before).
+MAX_PER_FAMILY = 2000
 DATA_DIR = Path(__file__).parent / "data"
 
 
@@ -86,9 +93,9 @@ class FamilyStats:
         r = min(rank, x.shape[1] - 1, x.shape[0] - 1)
         rest = w[r:]
         residual = float(rest.mean()) if rest.size else 0.0
-        # A floor on the rest: with few vectors the trailing eigenvalues are zero, and a query orthogonal to the
-        # kept directions must not get a zero spread (a division by ~0).
-        residual = max(residual, 1e-3 * float(w[:r].mean()) if r else 1e-6, 1e-8)
+        # A floor on the rest (shrinkage towards an isotropic spread): a family of a dozen items spans a dozen
+        # directions, and a query's part outside them must not get a spread near zero (a division by ~0).
+        residual = max(residual, SHRINK * float(w.sum()) / x.shape[1], 1e-8)
         return cls(mean.astype(np.float32), v[:, :r].T.astype(np.float32), w[:r].astype(np.float32), residual, len(x))
 
     def centre_and_spread(self, q: np.ndarray) -> tuple[float, float]:
@@ -206,3 +213,37 @@ def group_by_family(segments: Sequence[str]) -> dict[str, list[int]]:
     for i, m in enumerate(segments):
         out.setdefault(FAMILY_OF[m], []).append(i)
     return out
+
+
+_COLLECTION_CACHE: dict[tuple[int, str, int], ModalityCalibration] = {}
+
+
+def collection_calibration(index: Any, model_id: str, max_per_family: int = MAX_PER_FAMILY) -> ModalityCalibration:
+    """Per-family statistics of the collection being searched (``index``: an :class:`~index.store.Index`).
+
+    Like BM25's IDF, they come from the collection's own (unlabelled) vectors, so they describe the families a
+    query is actually ranked against. Statistics fitted on another collection (a validation set of photos and
+    animal sounds) did not transfer: on the dev collection (charts, desktop wallpapers, test tones) they ranked
+    its images and sounds below everything else (docs/eval/devset-offline-issue21-validation-stats.json). Cached
+    per open index and point count, so an ingest refits on the next search; a family with a single point keeps
+    its raw cosine.
+    """
+    from loupe.index.engines import FieldFilter
+
+    key = (id(index), model_id, int(index.count()))
+    cal = _COLLECTION_CACHE.get(key)
+    if cal is None:
+        vectors: dict[str, np.ndarray] = {}
+        for fam, mods in FAMILIES.items():
+            rows = []
+            for _, v in index.iter_vectors("unified", FieldFilter(must={"modality": list(mods)})):
+                rows.append(v)
+                if len(rows) >= max_per_family:
+                    break
+            if len(rows) >= 2:
+                vectors[fam] = np.stack(rows)
+        cal = ModalityCalibration.fit(model_id, vectors, source=f"collection {index.cfg.collection!r}")
+        if len(_COLLECTION_CACHE) > 32:
+            _COLLECTION_CACHE.clear()
+        _COLLECTION_CACHE[key] = cal
+    return cal

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from loupe.app.calibration import FAMILIES, ModalityCalibration, query_kind, shipped_calibration
+from loupe.app.calibration import FAMILIES, ModalityCalibration, collection_calibration, query_kind
 from loupe.embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
 from loupe.embedder.profiles import UNIFIED, EmbeddingProfile, Query, QueryVector
 from loupe.index.engines import FieldFilter, Sparse
@@ -248,9 +248,9 @@ def search(
     0.89 for the sum. ``reranker`` reorders the grouped hits by the query text (none ships offline).
 
     ``calibration``: across modalities (no modality filter), every modality family is searched on its own and
-    the families are merged by calibrated z-scores (:func:`calibrated_merge`). ``True`` uses the calibration that
-    ships for the profile's space (none: the previous cosine ranking), ``False``/``None`` turns it off, or pass
-    one. With a modality filter the search is exactly the previous one (scores cannot mix modalities there).
+    the families are merged by calibrated z-scores (:func:`calibrated_merge`). ``True`` fits the statistics on
+    the searched collection (cached), ``False``/``None`` gives the previous cosine ranking, or pass a
+    calibration. With a modality filter the search is exactly the previous one (scores cannot mix modalities).
 
     >>> hits = search(index, profile, Query(text="quarterly revenue"), k=5)  # doctest: +SKIP
     """
@@ -265,7 +265,7 @@ def search(
         pieces = Sparse(*weights) if weights else None
     # Ask for more than k: grouping removes repeated places and sources.
     limit = max(k * 5, 50)
-    cal = _calibration_for(profile, calibration) if not (filters and filters.modalities) else None
+    cal = _calibration_for(index, profile, calibration) if not (filters and filters.modalities) else None
     if cal is not None:
         speech = bool(query.audio is not None and query.audio.speech)
         kinds = [query_kind(part, speech) for part in _stage_parts(vectors, dense)]
@@ -303,13 +303,13 @@ def search(
 
 
 def _calibration_for(
-    profile: EmbeddingProfile, calibration: ModalityCalibration | bool | None
+    index: Index, profile: EmbeddingProfile, calibration: ModalityCalibration | bool | None
 ) -> ModalityCalibration | None:
-    """The calibration :func:`search` uses: the one given, the shipped one for the profile's space, or none."""
+    """The calibration :func:`search` uses: the one given, the searched collection's own statistics, or none."""
     if isinstance(calibration, ModalityCalibration):
         return calibration
     if calibration is True:
-        return shipped_calibration(profile.info.model_ids[UNIFIED])
+        return collection_calibration(index, profile.info.model_ids[UNIFIED])
     return None
 
 

@@ -12,8 +12,8 @@
 
 ``--fit PATH`` fits the per-family statistics (app/calibration.ModalityCalibration) on this collection and writes
 them; it refuses a collection holding dev-set files (the dev set is reported, never tuned on).
-``--calibration PATH`` scores with a given calibration file (default: the one shipped for the collection's
-space, if any).
+``--calibration PATH`` scores with a given calibration file (default: the collection's own statistics, as the
+search uses them).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from loupe.app.calibration import (
     FAMILY_OF,
     ModalityCalibration,
     calibration_file,
+    collection_calibration,
     query_kind,
-    shipped_calibration,
 )
 from loupe.app.config import load_settings
 from loupe.app.service import Loupe, decode_query_audio
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.calibration:
             cal = ModalityCalibration.load(args.calibration)
         else:
-            cal = shipped_calibration(model_id)
+            cal = collection_calibration(idx, model_id)
         qvecs: dict[str, np.ndarray] = {}
         kinds: dict[str, str] = {}
         cache = args.query_cache
