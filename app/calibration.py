@@ -106,6 +106,21 @@ class FamilyStats:
         return float(q @ self.mean), float(np.sqrt(max(var, 1e-12)))
 
 
+def robust_centre_and_spread(scores: np.ndarray) -> tuple[float, float]:
+    """Median and 1.4826 × MAD of a query's cosines with a family (the MAD scaled to a normal σ), with a floor.
+
+    Robust, because in a small family the item that fits *is* an outlier: a mean and standard deviation that
+    include it cap its z-score near (n − 1)/√n (3.3 for 13 images), below the tail of a family of 1,000 passages.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    # A family whose items all score alike (MAD ~ 0, e.g. two near-identical clips) falls back to the standard
+    # deviation, then to a small constant.
+    spread = mad if mad > 1e-6 else float(x.std())
+    return med, max(spread, 1e-4)
+
+
 @dataclass(frozen=True)
 class ModalityCalibration:
     """Per-family statistics for one space (``model_id`` is the collection's ``unified`` model id), plus an
@@ -115,6 +130,9 @@ class ModalityCalibration:
     families: Mapping[str, FamilyStats]
     offsets: Mapping[str, float] = field(default_factory=dict)
     source: str = ""
+    # The family's own vectors (or a sample of them): when given, a query's scores are standardised robustly
+    # against them (median and MAD of the query's cosines with every one), which :meth:`z` prefers.
+    samples: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def fit(
@@ -126,16 +144,21 @@ class ModalityCalibration:
 
     def with_offsets(self, offsets: Mapping[str, float]) -> ModalityCalibration:
         """The same statistics with per (query kind, family) offsets, keys like ``"speech>image"``."""
-        return ModalityCalibration(self.model_id, self.families, dict(offsets), self.source)
+        return ModalityCalibration(self.model_id, self.families, dict(offsets), self.source, self.samples)
 
     def z(self, kind: str, family: str, q: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Cosines of ``q`` with items of ``family`` → z-scores (+ the fitted offset for ``kind``)."""
-        stats = self.families.get(family)
         s = np.asarray(scores, dtype=np.float64)
+        offset = float(self.offsets.get(f"{kind}>{family}", 0.0))
+        sample = self.samples.get(family)
+        if sample is not None and len(sample) >= 2:
+            centre, spread = robust_centre_and_spread(sample @ np.asarray(q, dtype=np.float32))
+            return (s - centre) / spread + offset
+        stats = self.families.get(family)
         if stats is None:
             return s
         centre, spread = stats.centre_and_spread(q)
-        return (s - centre) / spread + float(self.offsets.get(f"{kind}>{family}", 0.0))
+        return (s - centre) / spread + offset
 
     # -- storage (one small .npz; the arrays and a JSON header) --------------------------------------------------
     def save(self, path: Path) -> None:
@@ -242,7 +265,9 @@ def collection_calibration(index: Any, model_id: str, max_per_family: int = MAX_
                     break
             if len(rows) >= 2:
                 vectors[fam] = np.stack(rows)
-        cal = ModalityCalibration.fit(model_id, vectors, source=f"collection {index.cfg.collection!r}")
+        fitted = ModalityCalibration.fit(model_id, vectors, source=f"collection {index.cfg.collection!r}")
+        samples = {f: v.astype(np.float32) for f, v in vectors.items()}
+        cal = ModalityCalibration(model_id, fitted.families, {}, fitted.source, samples)
         if len(_COLLECTION_CACHE) > 32:
             _COLLECTION_CACHE.clear()
         _COLLECTION_CACHE[key] = cal

@@ -179,3 +179,21 @@ def test_crowding_counts_top5_places_against_collection_share() -> None:
     assert t["worst_elsewhere"] == 4.0  # images are what the query aims at: not counted as crowding
     assert set(families_present({"text": 3, "speech_clip": 0, "image": 1})) == {"text", "image"}
     assert set(FAMILIES) >= set(t["families"])
+
+
+def test_robust_z_lets_the_fitting_item_of_a_small_family_stand_out() -> None:
+    """13 images, one of which fits the query: with the family's mean and standard deviation the fitting item is
+    capped near (n - 1)/sqrt(n) = 3.3 (it inflates the spread itself); median and MAD are not fooled."""
+    base = unit(np.r_[1.0, np.zeros(DIM - 1)] + 0.05 * RNG.normal(size=(13, DIM)))
+    q = unit(RNG.normal(size=DIM))
+    imgs = base.copy()
+    imgs[4] = unit(0.7 * q + 0.7 * base[4])
+    s = imgs @ q
+    moments = ModalityCalibration("m", {"image": FamilyStats.fit(imgs, rank=DIM)})
+    robust = ModalityCalibration("m", {}, samples={"image": imgs})
+    z_m = moments.z("text", "image", q, s)
+    z_r = robust.z("text", "image", q, s)
+    assert z_m[4] <= 12 / np.sqrt(13) + 1e-6
+    assert z_r[4] > 10 and int(np.argmax(z_r)) == 4
+    # The other items stay ordinary.
+    assert np.median(np.abs(np.delete(z_r, 4))) < 1.5
