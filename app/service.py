@@ -180,10 +180,10 @@ class Loupe:
         audio: str | None = None,
         k: int = 10,
         filters: Filters | None = None,
-        calibrated: bool = True,
+        calibrated: bool = False,
     ) -> list[Hit]:
-        """Hits for a text, image or voice query; [] for an empty collection. ``calibrated=False`` ranks by raw
-        cosine across modalities as before issue 21 (for before/after measurements; app/calibration.py)."""
+        """Hits for a text, image or voice query; [] for an empty collection. ``calibrated=True`` merges the
+        modality families by calibrated scores (experimental, app/calibration.py; off by default)."""
         if image and not (text and text.strip()) and self.settings.query_image_ocr:
             text = query_image_text(image) or None
         query = Query(text=text, image=image, audio=decode_query_audio(audio) if audio else None)

@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Handler]:
         "--answers", action="store_true", help="also answer each query: citation support, answer terms, first token"
     )
     p.add_argument(
-        "--no-calibration",
+        "--calibration",
         action="store_true",
-        help="rank by raw cosine across modalities (the ranking before issue 21), for before/after figures",
+        help="merge modality families by calibrated scores (experimental, app/calibration.py; default: cosine)",
     )
     p.add_argument("--generator", help="generator for --answers (default: the settings' generator)")
     p.add_argument("--generator-model", help="model name, .gguf file or VLM folder for --answers")
@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         def search(q: Any, base: Path) -> list[tuple[Any, ...]]:
             image = str(base / q.image) if q.image else None
             audio = str(base / q.audio) if q.audio else None
-            hits = lp.search(q.text, image=image, audio=audio, k=args.k, calibrated=not args.no_calibration)
+            hits = lp.search(q.text, image=image, audio=audio, k=args.k, calibrated=args.calibration)
             return [(h.segment.source.uri, h.locator_json, h.score, h.segment.modality) for h in hits]
 
         report = run_queries(queries, Path(args.queries).absolute().parent, search, k=args.k)
@@ -86,7 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "profile": lp.profile.info.name,
             "models": lp.profile.info.model_ids,
             "collection": settings.collection,
-            "calibration": "off" if args.no_calibration else _calibration_source(lp),
+            "calibration": _calibration_source(lp) if args.calibration else "off",
             "ingest": ingest_report.summary(),
             "collection_modalities": per_modality,
             **report,
