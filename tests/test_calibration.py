@@ -197,3 +197,21 @@ def test_robust_z_lets_the_fitting_item_of_a_small_family_stand_out() -> None:
     assert z_r[4] > 10 and int(np.argmax(z_r)) == 4
     # The other items stay ordinary.
     assert np.median(np.abs(np.delete(z_r, 4))) < 1.5
+
+
+@pytest.mark.parametrize("engine", ["edge", "memory"])
+def test_iter_vectors_returns_each_stored_vector(tmp_path: Path, engine: str) -> None:
+    info = ProfileInfo("test", {"unified": "synthetic-dict"}, {"unified": 8})
+    idx = Index.open(IndexConfig(data_dir=tmp_path, engine=engine), info)  # type: ignore[arg-type]
+    segs = [seg(f"d{i}.txt", "text", f"text {i}") for i in range(3)] + [seg("m.wav", "speech_clip", None)]
+    vecs = unit(RNG.normal(size=(4, 8)))
+    idx.upsert(segs, [{"unified": v} for v in vecs], 1)
+    got = {s.id: v for s, v in idx.iter_vectors()}
+    assert set(got) == {s.id for s in segs}
+    for s, v in zip(segs, vecs, strict=True):
+        assert np.allclose(got[s.id], v, atol=1e-5)
+    from loupe.index.engines import FieldFilter
+
+    only = [s.modality for s, _ in idx.iter_vectors(flt=FieldFilter(must={"modality": ["speech_clip"]}))]
+    assert only == ["speech_clip"]
+    idx.close()
