@@ -269,11 +269,11 @@ def main(argv: list[str] | None = None) -> int:
             places = [Place(os.path.relpath(s.source.uri, base), _locator(s)) for s in segs]
             by_id = {q.id: q for q in queries}
             rel = np.array([[any(matches(p, r) for r in by_id[i].relevant) for p in places] for i in ids])
-            keep = rel.any(axis=1)
+            keep: list[bool] = [bool(x) for x in rel.any(axis=1)]
             kinds_kept = [kinds[i] for i, k in zip(ids, keep, strict=True) if k]
             best = np.where(rel, cos, -np.inf).argmax(axis=1)
-            pairs = [f"{kinds[i]}->{fams[b]}" for i, b, k in zip(ids, best, keep, strict=True) if k]
-            offs, before, after = fit_offsets(z0[keep], rel[keep], fams, kinds_kept, pairs)
+            pairs = [f"{kinds[i]}->{fams[b]}" for i, b, k in zip(ids, best.tolist(), keep, strict=True) if k]
+            offs, before, after = fit_offsets(z0[np.array(keep)], rel[np.array(keep)], fams, kinds_kept, pairs)
             cal = cal.with_offsets(offs)
             cal.save(args.fit)
             fitted_offsets = {
