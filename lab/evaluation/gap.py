@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             places = [Place(os.path.relpath(s.source.uri, base), _locator(s)) for s in segs]
             by_id = {q.id: q for q in queries}
             rel = np.array([[any(matches(p, r) for r in by_id[i].relevant) for p in places] for i in ids])
-            keep: list[bool] = [bool(x) for x in rel.any(axis=1)]
+            keep: list[bool] = [bool(row.any()) for row in rel]
             kinds_kept = [kinds[i] for i, k in zip(ids, keep, strict=True) if k]
             best = np.where(rel, cos, -np.inf).argmax(axis=1)
             pairs = [f"{kinds[i]}->{fams[b]}" for i, b, k in zip(ids, best.tolist(), keep, strict=True) if k]
