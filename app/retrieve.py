@@ -6,14 +6,15 @@ one long PDF does not fill the page and the ranking is over distinct places (as 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from loupe.app.calibration import FAMILIES, ModalityCalibration, collection_calibration, query_kind
 from loupe.embedder.pieces import STAGE_WEIGHT as PIECES_WEIGHT
-from loupe.embedder.profiles import EmbeddingProfile, Query, QueryVector
+from loupe.embedder.profiles import UNIFIED, EmbeddingProfile, Query, QueryVector
 from loupe.index.engines import FieldFilter, Sparse
 from loupe.index.store import Index
 from loupe.types import Hit, PageLoc, Segment, TimeLoc
@@ -179,6 +180,50 @@ class Reranker(Protocol):
         ...
 
 
+Ranked = list[tuple[Segment, float]]
+
+
+def calibrated_merge(
+    index: Index,
+    calibration: ModalityCalibration,
+    unified: Sequence[tuple[str, np.ndarray]],
+    family_search: Callable[[FieldFilter, int], Ranked],
+    flt: FieldFilter | None,
+    limit: int,
+) -> Ranked:
+    """Each modality family ranked on its own, the families merged by calibrated scores.
+
+    Within a family the order is the previous search's (dense + BM25 + word pieces, RRF), asked of that family
+    alone (``family_search``). Across families the order comes from the ``unified`` stages' cosines turned into
+    the family's z-scores for this query (app/calibration.py): the family's i-th hit is given the family's i-th
+    best z-score (the best over the query's ``unified`` parts ``(kind, vector)``), so a keyword stage can reorder
+    a family but cannot lift the one family that holds text above the others, and no family's region of the
+    space can flood the list. Scores returned are those z-scores.
+    """
+    merged: Ranked = []
+    for fam, mods in FAMILIES.items():
+        fam_flt = FieldFilter(must={"modality": list(mods)}).merged(flt)
+        ranked = family_search(fam_flt, limit)
+        if not ranked:
+            continue
+        best: dict[str, float] = {}
+        for kind, vec in unified:
+            found = index.search([(UNIFIED, vec, 1.0)], None, flt=fam_flt, limit=limit)
+            if found:
+                z = calibration.z(kind, fam, vec, np.array([sc for _, sc in found]))
+                for (seg, _), v in zip(found, z, strict=True):
+                    best[seg.id] = max(best.get(seg.id, -np.inf), float(v))
+        slots = sorted(best.values(), reverse=True)
+        if not slots:  # no dense part (cannot happen with a unified vector on every point): keep raw scores
+            merged.extend(ranked)
+            continue
+        for i, (seg, _) in enumerate(ranked):
+            # Hits beyond the dense list (found by a keyword stage only) rank below it, in their order.
+            merged.append((seg, slots[i] if i < len(slots) else slots[-1] - 1e-6 * (i - len(slots) + 1)))
+    merged.sort(key=lambda t: -t[1])  # stable: a family's own order is kept among equal scores
+    return merged[:limit]
+
+
 def search(
     index: Index,
     profile: EmbeddingProfile,
@@ -191,6 +236,7 @@ def search(
     fusion: Fusion = "rrf",
     refine: bool = True,
     reranker: Reranker | None = None,
+    calibration: ModalityCalibration | bool | None = False,
 ) -> list[Hit]:
     """Embed each query part into ``unified`` (and ``visual``/``audio`` where the profile has them), add BM25
     over the query text, fuse with weighted RRF in Qdrant, group by place, then resolve the top hits to a moment
@@ -200,6 +246,12 @@ def search(
     and fuses the rankings; ``sum`` searches once with the weighted sum of the part vectors. RRF is the default:
     on the composite set in tests/test_retrieve.py it found the item matching both parts at R@1 1.00 against
     0.89 for the sum. ``reranker`` reorders the grouped hits by the query text (none ships offline).
+
+    ``calibration`` (experimental, off by default): across modalities (no modality filter), every modality family
+    is searched on its own and the families are merged by calibrated z-scores (:func:`calibrated_merge`).
+    ``True`` fits the statistics on the searched collection (cached), or pass a calibration. It helped on the
+    validation collection but lowered the dev set's figures in every variant tried (notes/README-issue-21.md),
+    so the product keeps the cosine ranking. With a modality filter the search is always the previous one.
 
     >>> hits = search(index, profile, Query(text="quarterly revenue"), k=5)  # doctest: +SKIP
     """
@@ -214,17 +266,61 @@ def search(
         pieces = Sparse(*weights) if weights else None
     # Ask for more than k: grouping removes repeated places and sources.
     limit = max(k * 5, 50)
-    found = index.search(
-        dense,
-        query.text if hybrid else None,
-        flt=flt,
-        limit=limit,
-        prefetch_limit=max(limit, 100),
-        bm25_weight=w.get("bm25", 1.0),
-        pieces=pieces,
-        pieces_weight=w.get("pieces", PIECES_WEIGHT),
-    )
+    cal = _calibration_for(index, profile, calibration) if not (filters and filters.modalities) else None
+    if cal is not None:
+        speech = bool(query.audio is not None and query.audio.speech)
+        kinds = [query_kind(part, speech) for part in _stage_parts(vectors, dense)]
+        unified = [(kind, vec) for kind, (name, vec, _) in zip(kinds, dense, strict=True) if name == UNIFIED]
+
+        def family_search(fam_flt: FieldFilter, n: int) -> Ranked:
+            # The previous search (every stage, RRF in the engine), restricted to one family.
+            return index.search(
+                dense,
+                query.text if hybrid else None,
+                flt=fam_flt,
+                limit=n,
+                prefetch_limit=n,
+                bm25_weight=w.get("bm25", 1.0),
+                pieces=pieces,
+                pieces_weight=w.get("pieces", PIECES_WEIGHT),
+            )
+
+        found = calibrated_merge(index, cal, unified, family_search, flt, max(limit, 100))[:limit]
+    else:
+        found = index.search(
+            dense,
+            query.text if hybrid else None,
+            flt=flt,
+            limit=limit,
+            prefetch_limit=max(limit, 100),
+            bm25_weight=w.get("bm25", 1.0),
+            pieces=pieces,
+            pieces_weight=w.get("pieces", PIECES_WEIGHT),
+        )
     hits = group_hits(found, k, per_source)
     if reranker is not None and query.text and hits:
         hits = [replace(h, rank=i) for i, h in enumerate(reranker.rerank(query.text, hits), start=1)]
     return refine_hits(index, dense, hits) if refine else hits
+
+
+def _calibration_for(
+    index: Index, profile: EmbeddingProfile, calibration: ModalityCalibration | bool | None
+) -> ModalityCalibration | None:
+    """The calibration :func:`search` uses: the one given, the searched collection's own statistics, or none."""
+    if isinstance(calibration, ModalityCalibration):
+        return calibration
+    if calibration is True:
+        return collection_calibration(index, profile.info.model_ids[UNIFIED])
+    return None
+
+
+def _stage_parts(vectors: Sequence[QueryVector], dense: Sequence[DenseStage]) -> list[str]:
+    """The query part behind each dense stage (``rrf``: one stage per vector; ``sum``: a merged stage is called
+    after its part, or ``mixed`` when parts of several kinds were summed)."""
+    if len(dense) == len(vectors):
+        return [str(qv.part) for qv in vectors]
+    out: list[str] = []
+    for name, _, _ in dense:
+        parts = {qv.part for qv in vectors if qv.using == name}
+        out.append(parts.pop() if len(parts) == 1 else "mixed")
+    return out

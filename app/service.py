@@ -220,8 +220,10 @@ class Loupe:
         audio: str | None = None,
         k: int = 10,
         filters: Filters | None = None,
+        calibrated: bool = False,
     ) -> list[Hit]:
-        """Hits for a text (and, with later profiles, image/voice) query; [] for an empty collection."""
+        """Hits for a text, image or voice query; [] for an empty collection. ``calibrated=True`` merges the
+        modality families by calibrated scores (experimental, app/calibration.py; off by default)."""
         if image and not (text and text.strip()) and self.settings.query_image_ocr:
             text = query_image_text(image) or None
         query = Query(text=text, image=image, audio=decode_query_audio(audio) if audio else None)
@@ -233,7 +235,7 @@ class Loupe:
             if self.collection not in self.collections():
                 return []
             raise
-        return search(idx, self.profile, query, k=k, filters=filters)
+        return search(idx, self.profile, query, k=k, filters=filters, calibration=calibrated)
 
     @property
     def llm(self) -> StreamingLLM | None:

@@ -91,6 +91,19 @@ class PointData:
         return out
 
 
+def _named_vector(raw: Any, name: str | None) -> np.ndarray | None:
+    """A dense named vector out of a scrolled record's vectors (a mapping by name, or the one vector)."""
+    if not name or raw is None:
+        return None
+    v = raw.get(name) if isinstance(raw, Mapping) else raw
+    if v is None or isinstance(v, Mapping):
+        return None
+    try:
+        return np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):  # a sparse vector object: not what ``vector=`` asks for
+        return None
+
+
 @dataclass(frozen=True)
 class Found:
     """A point returned by a query or scroll."""
@@ -98,6 +111,8 @@ class Found:
     id: str
     score: float
     payload: Mapping[str, Any]
+    # The named vector asked for by ``scroll(..., vector=NAME)`` (None otherwise, or when the point has none).
+    vector: np.ndarray | None = None
 
 
 class Engine(Protocol):
@@ -127,8 +142,11 @@ class Engine(Protocol):
         """Nearest neighbours for one stage, or RRF fusion of several."""
         ...
 
-    def scroll(self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512) -> Iterator[Found]:
-        """Every point matching the filter (payload restricted to ``fields`` when given)."""
+    def scroll(
+        self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512, vector: str | None = None
+    ) -> Iterator[Found]:
+        """Every point matching the filter (payload restricted to ``fields`` when given; with the dense named
+        vector ``vector`` when given)."""
         ...
 
     def count(self, flt: FieldFilter | None) -> int:
@@ -316,18 +334,25 @@ class EdgeEngine:
             )
         return [Found(str(p.id), float(p.score), p.payload or {}) for p in shard.query(req)]
 
-    def scroll(self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512) -> Iterator[Found]:
+    def scroll(
+        self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512, vector: str | None = None
+    ) -> Iterator[Found]:
         """Page through matching points."""
         qe = self._qe
         shard = self._open()
         offset: Any = None
         with_payload: Any = list(fields) if fields else True
         while True:
-            records, offset = shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=batch, filter=self._filter(flt), with_payload=with_payload)
+            req = qe.ScrollRequest(
+                offset=offset,
+                limit=batch,
+                filter=self._filter(flt),
+                with_payload=with_payload,
+                with_vector=[vector] if vector else False,
             )
+            records, offset = shard.scroll(req)
             for r in records:
-                yield Found(str(r.id), 0.0, r.payload or {})
+                yield Found(str(r.id), 0.0, r.payload or {}, _named_vector(r.vector, vector))
             if offset is None:
                 return
 
@@ -479,7 +504,9 @@ class ClientEngine:
             )
         return [Found(str(p.id), float(p.score), p.payload or {}) for p in res.points]
 
-    def scroll(self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512) -> Iterator[Found]:
+    def scroll(
+        self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512, vector: str | None = None
+    ) -> Iterator[Found]:
         """Page through matching points."""
         offset: Any = None
         with_payload: Any = list(fields) if fields else True
@@ -492,9 +519,10 @@ class ClientEngine:
                 limit=batch,
                 offset=offset,
                 with_payload=with_payload,
+                with_vectors=[vector] if vector else False,
             )
             for r in records:
-                yield Found(str(r.id), 0.0, r.payload or {})
+                yield Found(str(r.id), 0.0, r.payload or {}, _named_vector(r.vector, vector))
             if offset is None:
                 return
 

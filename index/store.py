@@ -20,6 +20,7 @@ from loupe.errors import ProfileMismatchError, StoreError, UnknownNameError
 from loupe.index.engines import (
     BM25,
     PIECES,
+    UNIFIED,
     ClientEngine,
     EdgeEngine,
     Engine,
@@ -359,6 +360,13 @@ class Index:
     def iter_points(self, flt: FieldFilter | None = None) -> Iterator[Found]:
         """Every stored point matching a filter (payloads included)."""
         return self.engine.scroll(flt, None)
+
+    def iter_vectors(self, name: str = UNIFIED, flt: FieldFilter | None = None) -> Iterator[tuple[Segment, np.ndarray]]:
+        """Every stored point matching a filter that has the named vector ``name``, with that vector (for the
+        modality-gap measurements and calibration fits, lab/evaluation/gap.py)."""
+        for f in self.engine.scroll(flt, None, vector=name):
+            if f.vector is not None and f.vector.size:
+                yield payload_segment(f.payload), f.vector
 
     def drop(self) -> None:
         """Delete the whole collection."""

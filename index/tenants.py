@@ -70,9 +70,11 @@ class TenantEngine:
         with self._lock:
             return self.inner.query(stages, self._scoped(flt), limit)
 
-    def scroll(self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512) -> Iterator[Found]:
+    def scroll(
+        self, flt: FieldFilter | None, fields: Sequence[str] | None, batch: int = 512, vector: str | None = None
+    ) -> Iterator[Found]:
         """This tenant's points matching the filter."""
-        it = self.inner.scroll(self._scoped(flt), fields, batch)
+        it = self.inner.scroll(self._scoped(flt), fields, batch, vector)
         while True:
             with self._lock:
                 page = [f for _, f in zip(range(batch), it, strict=False)]

@@ -12,7 +12,15 @@ from loupe.app.cli import Handler, add_common_options, settings_from_args
 from loupe.app.service import Loupe
 from loupe.embedder.profiles import profile_from_settings
 from loupe.errors import ConfigError
-from loupe.lab.evaluation.retrieval import check_places, corpus_collection_name, format_table, load_queries, run_queries
+from loupe.lab.evaluation.retrieval import (
+    check_places,
+    corpus_collection_name,
+    crowding,
+    format_crowding,
+    format_table,
+    load_queries,
+    run_queries,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Handler]:
@@ -26,10 +34,20 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     p.add_argument(
         "--answers", action="store_true", help="also answer each query: citation support, answer terms, first token"
     )
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="merge modality families by calibrated scores (experimental, app/calibration.py; default: cosine)",
+    )
     p.add_argument("--generator", help="generator for --answers (default: the settings' generator)")
     p.add_argument("--generator-model", help="model name, .gguf file or VLM folder for --answers")
 
     return {"eval": cmd_eval}
+
+
+def _calibration_source(lp: Loupe) -> str:
+    """Which modality calibration the search used (app/calibration.py), in words."""
+    return "per-family statistics of the searched collection (app/calibration.collection_calibration)"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -56,19 +74,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             failed = [f for f in ingest_report.files if f.status == "failed"]
             print(f"warning: {len(failed)} corpus files failed to ingest, e.g. {failed[0].path}: {failed[0].reason}")
 
-        def search(q: Any, base: Path) -> list[tuple[str, Any, float]]:
+        def search(q: Any, base: Path) -> list[tuple[Any, ...]]:
             image = str(base / q.image) if q.image else None
             audio = str(base / q.audio) if q.audio else None
-            hits = lp.search(q.text, image=image, audio=audio, k=args.k)
-            return [(h.segment.source.uri, h.locator_json, h.score) for h in hits]
+            hits = lp.search(q.text, image=image, audio=audio, k=args.k, calibrated=args.calibration)
+            return [(h.segment.source.uri, h.locator_json, h.score, h.segment.modality) for h in hits]
 
         report = run_queries(queries, Path(args.queries).absolute().parent, search, k=args.k)
+        per_modality = lp.index().stats()["per_modality"]
         report = {
             "profile": lp.profile.info.name,
             "models": lp.profile.info.model_ids,
             "collection": settings.collection,
+            "calibration": _calibration_source(lp) if args.calibration else "off",
             "ingest": ingest_report.summary(),
+            "collection_modalities": per_modality,
             **report,
+            "crowding": crowding(report["queries"], per_modality),
         }
         if args.answers:
             from loupe.lab.evaluation.answers import evaluate_answers, expected_terms, format_answers
@@ -76,6 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             base = Path(args.queries).absolute().parent
             report["answers"] = evaluate_answers(lp, queries, expected_terms(args.queries), base, k=5)
     print(format_table(report))
+    print(format_crowding(report["crowding"]))
     if args.answers:
         print(format_answers(report["answers"]))
     if args.out:
