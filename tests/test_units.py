@@ -83,7 +83,7 @@ def test_settings_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_error_hierarchy_and_registry() -> None:
     assert issubclass(ProfileMismatchError, StoreError) and issubclass(StoreError, LoupeError)
-    with pytest.raises(UnknownNameError, match="valid: fake, gemini, native, offline"):
+    with pytest.raises(UnknownNameError, match="valid: fake, gemini, native, native-gemma2, offline"):
         create_profile("nope")
     with pytest.raises(ValueError):
         create_profile("nope")
