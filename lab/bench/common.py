@@ -183,7 +183,8 @@ def find_e5(embedder: Any) -> Any:
     composite such as the offline label bridge), or None (e.g. the fake embedder)."""
     from loupe.embedder.e5 import E5Embedder
 
-    for candidate in (embedder, getattr(embedder, "text", None)):
+    base = getattr(embedder, "base", None)  # the offline profile routes speech around its bridge
+    for candidate in (embedder, getattr(embedder, "text", None), base, getattr(base, "text", None)):
         if isinstance(candidate, E5Embedder):
             return candidate
     return None

