@@ -300,3 +300,35 @@ def test_cli_ingest_and_search_put_every_modality_in_unified(
         assert lp.search(audio=str(corpus / "tone.wav"))
     # The same collection with another profile is refused (exit code 4).
     assert main(["search", "seals", "--data-dir", str(tmp_path / "data"), "--profile", "fake"]) == 4
+
+
+def test_the_sample_corpus_ingests_with_the_tiny_model(
+    tiny_gemma2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Acceptance: ``loupe ingest sample/ --profile native-gemma2`` (profile_options naming a local folder) ingests
+    every file of the shipped sample corpus, PDFs, office files, pictures, the video and the recording included,
+    and every point it stores is found through ``unified``, the collection's only dense vector."""
+    from loupe.app.cli import main
+    from loupe.app.config import load_settings
+    from loupe.app.service import Loupe
+
+    sample = Path(__file__).resolve().parent.parent / "sample"
+    config = tmp_path / "loupe.yaml"
+    opts = {"model": str(tiny_gemma2), "batch_size": 8}
+    config.write_text(json.dumps({"profile_options": opts}))
+    report = tmp_path / "report.json"
+    common = ["--data-dir", str(tmp_path / "data"), "--profile", "native-gemma2", "--config", str(config)]
+    assert main(["ingest", str(sample), *common, "-q", "--report", str(report)]) == 0
+    capsys.readouterr()
+    summary = json.loads(report.read_text())
+    files = [f for f in summary["files"] if f["status"] != "skipped"]
+    assert files and all(f["status"] == "ok" for f in files), [f for f in files if f["status"] != "ok"]
+    settings = load_settings(data_dir=tmp_path / "data", profile="native-gemma2", profile_options=opts)
+    with Loupe(settings) as lp:
+        stats = lp.stats()
+        assert stats["profile"]["dims"] == {"unified": 768}
+        assert {"text", "image", "video_window"} <= set(stats["per_modality"])
+        index = lp.index()
+        n = index.count()
+        probe = lp.profile.unified.embed([TextInput("harbour")], role="query")[0]
+        assert len(index.search([("unified", probe, 1.0)], None, limit=n + 10)) == n
