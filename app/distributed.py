@@ -45,11 +45,13 @@ from loupe.app.pipeline import (
     Manifest,
     ManifestEntry,
     ProgressFn,
+    failure_reason,
     manifest_path,
     walk,
+    within_roots,
 )
 from loupe.embedder.profiles import EmbeddingProfile, ProfileInfo
-from loupe.errors import ConfigError, IngestError, LoupeError
+from loupe.errors import ConfigError
 from loupe.index.store import Index, IndexConfig
 from loupe.types import Segment
 
@@ -133,18 +135,6 @@ class FileResult:
     details: dict[str, Any] = field(default_factory=dict)
     pid: int = 0
     node: str = ""
-
-
-def failure_reason(path: Path, e: BaseException) -> str:
-    """The report's reason for a file whose step raised (the same words as the local pipeline's)."""
-    if isinstance(e, IngestError):
-        return e.reason
-    if isinstance(e, LoupeError):
-        return str(e)
-    if isinstance(e, MemoryError | RecursionError):
-        return f"{type(e).__name__} while reading the file"
-    log.error("unexpected error while ingesting %s", path, exc_info=e)
-    return f"unexpected error ({type(e).__name__}: {e}); please report it"
 
 
 def embed_by_modality(
@@ -283,14 +273,6 @@ class _Booked:
     mtime_ns: int
 
 
-def _within(path: Path, roots: Iterable[Path]) -> bool:
-    try:
-        real = path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop leads nowhere
-        return False
-    return any(real == r or real.is_relative_to(r) for r in roots)
-
-
 def _stat(path: Path) -> tuple[int, int]:
     try:
         st = path.stat()
@@ -394,7 +376,7 @@ class RayIngest:
         """Check and hash one file; a report when there is nothing to send (unchanged, skipped, refused)."""
         if not ingest.is_supported(path) and not path.is_symlink():
             return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
-        if self.allowed_roots is not None and not _within(path, self.allowed_roots):
+        if self.allowed_roots is not None and not within_roots(path, self.allowed_roots):
             return FileReport(str(path), "failed", "resolves to a place outside the allowed folders; not read")
         resumed = self._resume(path)
         if resumed is not None:

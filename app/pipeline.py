@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tqdm import tqdm
 
@@ -192,12 +192,39 @@ def manifest_path(index: Index) -> Path:
     return index.cfg.data_dir / "manifests" / f"{index.cfg.collection}.jsonl"
 
 
-def _within(path: Path, roots: Iterable[Path]) -> bool:
+def within_roots(path: Path, roots: Iterable[Path]) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside one of ``roots`` (the API's allowed folders)."""
     try:
         real = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop: it leads nowhere, so not inside any root
         return False
     return any(real == r or real.is_relative_to(r) for r in roots)
+
+
+def failure_reason(path: Path, e: BaseException) -> str:
+    """The report's reason for a file whose step raised; unexpected errors are logged with their traceback.
+
+    MemoryError and RecursionError come from hostile input (a zip bomb, nesting thousands deep): the file fails,
+    the others go on.
+    """
+    if isinstance(e, IngestError):
+        return e.reason
+    if isinstance(e, LoupeError):
+        return str(e)
+    if isinstance(e, MemoryError | RecursionError):
+        return f"{type(e).__name__} while reading the file"
+    log.error("unexpected error while ingesting %s", path, exc_info=e)
+    return f"unexpected error ({type(e).__name__}: {e}); please report it"
+
+
+class IngestRunner(Protocol):
+    """What runs an ingest: :class:`IngestPipeline` here, ``RayIngest`` on a cluster (app/distributed.py)."""
+
+    def run(
+        self, paths: Iterable[str | os.PathLike[str]], *, prune: bool = False, on_file: ProgressFn | None = None
+    ) -> IngestReport:
+        """Ingest every file under ``paths``; the report and manifest are the same whichever runner does it."""
+        ...
 
 
 class IngestPipeline:
@@ -273,15 +300,8 @@ class IngestPipeline:
         """Run one file's step; any error becomes that file's failed report, never the batch's end."""
         try:
             got = fn()
-        except IngestError as e:
-            got = FileReport(str(path), "failed", e.reason)
-        except LoupeError as e:
-            got = FileReport(str(path), "failed", str(e))
-        except (MemoryError, RecursionError) as e:  # hostile input; keep going with the other files
-            got = FileReport(str(path), "failed", f"{type(e).__name__} while reading the file")
-        except Exception as e:  # a parser bug must not end the batch: report it, log the traceback, go on
-            log.exception("unexpected error while ingesting %s", path)
-            got = FileReport(str(path), "failed", f"unexpected error ({type(e).__name__}: {e}); please report it")
+        except Exception as e:  # a parser bug or hostile input must not end the batch (failure_reason says why)
+            got = FileReport(str(path), "failed", failure_reason(path, e))
         if isinstance(got, FileReport) and got.status == "failed":
             self.manifest.record(ManifestEntry(str(path.absolute()), "failed", reason=got.reason))
         return got
@@ -290,7 +310,7 @@ class IngestPipeline:
         """Check, hash and split one file; a report when there is nothing to embed (unchanged, skipped)."""
         if not ingest.is_supported(path) and not path.is_symlink():
             return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
-        if self.allowed_roots is not None and not _within(path, self.allowed_roots):
+        if self.allowed_roots is not None and not within_roots(path, self.allowed_roots):
             return FileReport(str(path), "failed", "resolves to a place outside the allowed folders; not read")
         resumed = self._resume(path)
         if resumed is not None:

@@ -16,7 +16,7 @@ from loupe.app.config import Settings
 from loupe.app.generate import Answer, AnswerStream
 from loupe.app.llm import StreamingLLM, create_llm
 from loupe.app.media import drop_unused_media
-from loupe.app.pipeline import IngestPipeline, IngestReport, ProgressFn
+from loupe.app.pipeline import IngestPipeline, IngestReport, IngestRunner, ProgressFn
 from loupe.app.retrieve import Filters, search
 from loupe.embedder.base import AudioInput
 from loupe.embedder.profiles import CLIP_RATE, EmbeddingProfile, Query, profile_from_settings
@@ -70,7 +70,7 @@ def ingest_runner(
     *,
     show_progress: bool = False,
     allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
-) -> IngestPipeline | Any:
+) -> IngestRunner:
     """The ingest the settings ask for: in this process, or on a Ray cluster when ``ray_address`` is set
     (app/distributed.py; same ``run(paths, prune=, on_file=)``, same report and manifest)."""
     if settings.ray_address:
