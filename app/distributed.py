@@ -47,6 +47,7 @@ from loupe.app.pipeline import (
     ProgressFn,
     failure_reason,
     manifest_path,
+    unchanged_by_manifest,
     walk,
     within_roots,
 )
@@ -390,16 +391,7 @@ class RayIngest:
         return _Booked(path, prepared, old, size, mtime_ns)
 
     def _resume(self, path: Path) -> FileReport | None:
-        """'unchanged' without re-hashing when the manifest says this exact file was stored and is complete."""
-        entry = self.manifest.get(str(path.absolute()))
-        if entry is None or entry.state != "stored":
-            return None
-        if _stat(path) != (entry.size, entry.mtime_ns):
-            return None
-        states = self.index.source_states(entry.uri)
-        if len(states) == 1 and states[0].sha256 == entry.sha256 and states[0].complete:
-            return FileReport(str(path), "unchanged", segments=states[0].points)
-        return None
+        return unchanged_by_manifest(self.manifest, self.index, path)
 
     def _store(self, b: _Booked, res: FileResult) -> FileReport:
         """Book a worker's result: (upsert here when workers do not write), drop the older version, mark stored."""

@@ -217,6 +217,24 @@ def failure_reason(path: Path, e: BaseException) -> str:
     return f"unexpected error ({type(e).__name__}: {e}); please report it"
 
 
+def unchanged_by_manifest(manifest: Manifest, index: Index, path: Path) -> FileReport | None:
+    """'unchanged' without re-hashing when the manifest says this exact file (size, mtime) was stored and the
+    index still holds all its points; None when the file must be read (the local and the Ray runner share it)."""
+    entry = manifest.get(str(path.absolute()))
+    if entry is None or entry.state != "stored":
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+        return None
+    states = index.source_states(entry.uri)
+    if len(states) == 1 and states[0].sha256 == entry.sha256 and states[0].complete:
+        return FileReport(str(path), "unchanged", segments=states[0].points)
+    return None
+
+
 class IngestRunner(Protocol):
     """What runs an ingest: :class:`IngestPipeline` here, ``RayIngest`` on a cluster (app/distributed.py)."""
 
@@ -325,21 +343,7 @@ class IngestPipeline:
         return _Pending(path, prepared, segs, details, old)
 
     def _resume(self, path: Path) -> FileReport | None:
-        """'unchanged' without re-hashing when the manifest says this exact file (size, mtime) was stored and
-        the index still holds all its points; None when the file must be read."""
-        entry = self.manifest.get(str(path.absolute()))
-        if entry is None or entry.state != "stored":
-            return None
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-            return None
-        states = self.index.source_states(entry.uri)
-        if len(states) == 1 and states[0].sha256 == entry.sha256 and states[0].complete:
-            return FileReport(str(path), "unchanged", segments=states[0].points)
-        return None
+        return unchanged_by_manifest(self.manifest, self.index, path)
 
     def _flush(self, pending: list[tuple[int, _Pending]], results: list[FileReport | None]) -> None:
         """Embed the pending files' segments together, then store each file and drop its older version."""
