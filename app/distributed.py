@@ -46,10 +46,10 @@ from loupe.app.pipeline import (
     ManifestEntry,
     ProgressFn,
     failure_reason,
+    guarded,
     manifest_path,
-    unchanged_by_manifest,
+    open_file,
     walk,
-    within_roots,
 )
 from loupe.embedder.profiles import EmbeddingProfile, ProfileInfo
 from loupe.errors import ConfigError
@@ -364,34 +364,17 @@ class RayIngest:
     # -- driver-side steps ----------------------------------------------------------------------------------------
     def _guard(self, path: Path, fn: Callable[[], _T]) -> _T | FileReport:
         """Run one file's driver-side step; an error becomes that file's failed report, never the run's end."""
-        got: _T | FileReport
-        try:
-            got = fn()
-        except Exception as e:
-            got = FileReport(str(path), "failed", failure_reason(path, e))
-        if isinstance(got, FileReport) and got.status == "failed":
-            self.manifest.record(ManifestEntry(str(path.absolute()), "failed", reason=got.reason))
-        return got
+        return guarded(self.manifest, path, fn)
 
     def _book(self, path: Path) -> FileReport | _Booked:
-        """Check and hash one file; a report when there is nothing to send (unchanged, skipped, refused)."""
-        if not ingest.is_supported(path) and not path.is_symlink():
-            return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
-        if self.allowed_roots is not None and not within_roots(path, self.allowed_roots):
-            return FileReport(str(path), "failed", "resolves to a place outside the allowed folders; not read")
-        resumed = self._resume(path)
-        if resumed is not None:
-            return resumed
-        prepared = ingest.prepare(path, self.options)
-        states = self.index.source_states(prepared.source.uri)
-        if len(states) == 1 and states[0].sha256 == prepared.source.sha256 and states[0].complete:
-            return FileReport(str(path), "unchanged", segments=states[0].points)
+        """Gate and hash one file; a report when there is nothing to send (unchanged, skipped, refused)."""
+        opened = open_file(
+            path, index=self.index, manifest=self.manifest, options=self.options, allowed_roots=self.allowed_roots
+        )
+        if isinstance(opened, FileReport):
+            return opened
         size, mtime_ns = _stat(path)
-        old = {st.sha256 for st in states} - {prepared.source.sha256}
-        return _Booked(path, prepared, old, size, mtime_ns)
-
-    def _resume(self, path: Path) -> FileReport | None:
-        return unchanged_by_manifest(self.manifest, self.index, path)
+        return _Booked(path, opened.prepared, opened.old_sha256s, size, mtime_ns)
 
     def _store(self, b: _Booked, res: FileResult) -> FileReport:
         """Book a worker's result: (upsert here when workers do not write), drop the older version, mark stored."""

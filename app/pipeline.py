@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -32,6 +32,8 @@ from loupe.embedder.profiles import EmbeddingProfile
 from loupe.errors import IngestError, LoupeError
 from loupe.index.store import Index
 from loupe.types import Segment
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 EMBED_SLICE = 256
@@ -235,6 +237,51 @@ def unchanged_by_manifest(manifest: Manifest, index: Index, path: Path) -> FileR
     return None
 
 
+def guarded(manifest: Manifest, path: Path, fn: Callable[[], _T]) -> _T | FileReport:
+    """Run one file's step; any error becomes that file's failed report (recorded in the manifest), never the
+    batch's end. The local and the Ray runner share it."""
+    got: _T | FileReport
+    try:
+        got = fn()
+    except Exception as e:  # a parser bug or hostile input must not end the batch (failure_reason says why)
+        got = FileReport(str(path), "failed", failure_reason(path, e))
+    if isinstance(got, FileReport) and got.status == "failed":
+        manifest.record(ManifestEntry(str(path.absolute()), "failed", reason=got.reason))
+    return got
+
+
+@dataclass
+class OpenedFile:
+    """A file that passed the gate: hashed and prepared, with the digests of its older stored versions."""
+
+    prepared: ingest.PreparedFile
+    old_sha256s: set[str]
+
+
+def open_file(
+    path: Path,
+    *,
+    index: Index,
+    manifest: Manifest,
+    options: ingest.IngestOptions,
+    allowed_roots: list[Path] | None,
+) -> FileReport | OpenedFile:
+    """The one gate before a file is split: its type, the allowed folders, the manifest's resume check, then
+    hashing; a report when there is nothing to do (skipped, refused, unchanged). Both runners call it."""
+    if not ingest.is_supported(path) and not path.is_symlink():
+        return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
+    if allowed_roots is not None and not within_roots(path, allowed_roots):
+        return FileReport(str(path), "failed", "resolves to a place outside the allowed folders; not read")
+    resumed = unchanged_by_manifest(manifest, index, path)
+    if resumed is not None:
+        return resumed
+    prepared = ingest.prepare(path, options)
+    states = index.source_states(prepared.source.uri)
+    if len(states) == 1 and states[0].sha256 == prepared.source.sha256 and states[0].complete:
+        return FileReport(str(path), "unchanged", segments=states[0].points)
+    return OpenedFile(prepared, {st.sha256 for st in states} - {prepared.source.sha256})
+
+
 class IngestRunner(Protocol):
     """What runs an ingest: :class:`IngestPipeline` here, ``RayIngest`` on a cluster (app/distributed.py)."""
 
@@ -314,36 +361,19 @@ class IngestPipeline:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _guard(self, path: Path, fn: Callable[[], Any]) -> Any:
-        """Run one file's step; any error becomes that file's failed report, never the batch's end."""
-        try:
-            got = fn()
-        except Exception as e:  # a parser bug or hostile input must not end the batch (failure_reason says why)
-            got = FileReport(str(path), "failed", failure_reason(path, e))
-        if isinstance(got, FileReport) and got.status == "failed":
-            self.manifest.record(ManifestEntry(str(path.absolute()), "failed", reason=got.reason))
-        return got
+    def _guard(self, path: Path, fn: Callable[[], _T]) -> _T | FileReport:
+        return guarded(self.manifest, path, fn)
 
     def _extract(self, path: Path) -> FileReport | _Pending:
-        """Check, hash and split one file; a report when there is nothing to embed (unchanged, skipped)."""
-        if not ingest.is_supported(path) and not path.is_symlink():
-            return FileReport(str(path), "skipped", f"unsupported file type {path.suffix or '(none)'}")
-        if self.allowed_roots is not None and not within_roots(path, self.allowed_roots):
-            return FileReport(str(path), "failed", "resolves to a place outside the allowed folders; not read")
-        resumed = self._resume(path)
-        if resumed is not None:
-            return resumed
-        prepared = ingest.prepare(path, self.options)
-        states = self.index.source_states(prepared.source.uri)
-        if len(states) == 1 and states[0].sha256 == prepared.source.sha256 and states[0].complete:
-            return FileReport(str(path), "unchanged", segments=states[0].points)
+        """Gate, hash and split one file; a report when there is nothing to embed (unchanged, skipped)."""
+        opened = open_file(
+            path, index=self.index, manifest=self.manifest, options=self.options, allowed_roots=self.allowed_roots
+        )
+        if isinstance(opened, FileReport):
+            return opened
         details: dict[str, Any] = {}
-        segs = list(ingest.segments(prepared, self.options, details))
-        old = {st.sha256 for st in states} - {prepared.source.sha256}
-        return _Pending(path, prepared, segs, details, old)
-
-    def _resume(self, path: Path) -> FileReport | None:
-        return unchanged_by_manifest(self.manifest, self.index, path)
+        segs = list(ingest.segments(opened.prepared, self.options, details))
+        return _Pending(path, opened.prepared, segs, details, opened.old_sha256s)
 
     def _flush(self, pending: list[tuple[int, _Pending]], results: list[FileReport | None]) -> None:
         """Embed the pending files' segments together, then store each file and drop its older version."""
