@@ -31,12 +31,19 @@ from loupe.app.media import drop_unused_media
 from loupe.embedder.profiles import EmbeddingProfile
 from loupe.errors import IngestError, LoupeError
 from loupe.index.store import Index
+from loupe.threads import prefetch
 from loupe.types import Segment
 
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 EMBED_SLICE = 256
+# A long file's segments are embedded while it is still being split, in slices of this many: small enough that
+# a 5-minute video (~340 segments) overlaps decoding with embedding, large enough for full classifier batches.
+STREAM_SLICE = 64
+# Segments the splitting thread may hold ahead of the embedder (the bounded queue between them): memory stays
+# flat however long the file; a segment holds paths and text, never pixels.
+PREFETCH = 128
 
 Status = Literal["ok", "unchanged", "failed", "skipped"]
 
@@ -372,14 +379,21 @@ class IngestPipeline:
         if isinstance(opened, FileReport):
             return opened
         details: dict[str, Any] = {}
-        segs = list(ingest.segments(opened.prepared, self.options, details))
-        return _Pending(path, opened.prepared, segs, details, opened.old_sha256s)
+        pending = _Pending(path, opened.prepared, [], details, opened.old_sha256s)
+        # Splitting (ffmpeg decode, OCR, page parsing) runs in a thread while this one embeds what it has
+        # produced: both sides spend their time in native code that releases the GIL, so two cores work at
+        # once. Nothing is stored until the whole file is split and embedded, as before: resume is unchanged.
+        for seg in prefetch(ingest.segments(opened.prepared, self.options, details), PREFETCH, "loupe-split"):
+            pending.segments.append(seg)
+            if len(pending.segments) - len(pending.vectors) >= STREAM_SLICE:
+                pending.vectors.extend(self._embed(pending.segments[len(pending.vectors) :]))
+        return pending
 
     def _flush(self, pending: list[tuple[int, _Pending]], results: list[FileReport | None]) -> None:
         """Embed the pending files' segments together, then store each file and drop its older version."""
         if not pending:
             return
-        all_segs = [s for _, p in pending for s in p.segments]
+        all_segs = [s for _, p in pending for s in p.unembedded()]
         try:
             vectors = self._embed(all_segs)
         except Exception:
@@ -389,8 +403,9 @@ class IngestPipeline:
             return
         at = 0
         for i, p in pending:
-            vecs = vectors[at : at + len(p.segments)]
-            at += len(p.segments)
+            n = len(p.segments) - len(p.vectors)
+            vecs = p.vectors + vectors[at : at + n]
+            at += n
             results[i] = self._guard(p.path, partial(self._store, p, vecs))
 
     def _drop_media(self, sha256s: set[str]) -> None:
@@ -406,7 +421,7 @@ class IngestPipeline:
         return out
 
     def _embed_and_store(self, p: _Pending) -> FileReport:
-        return self._store(p, self._embed(p.segments))
+        return self._store(p, p.vectors + self._embed(p.unembedded()))
 
     def _store(self, p: _Pending, vectors: list[dict[str, Any] | None]) -> FileReport:
         keep = [(s, v) for s, v in zip(p.segments, vectors, strict=True) if v is not None]
@@ -441,3 +456,9 @@ class _Pending:
     segments: list[Segment]
     details: dict[str, Any]
     old_sha256s: set[str]
+    # Vectors of the first len(vectors) segments, embedded while the file was still being split.
+    vectors: list[dict[str, Any] | None] = field(default_factory=list)
+
+    def unembedded(self) -> list[Segment]:
+        """The segments still waiting for their vectors."""
+        return self.segments[len(self.vectors) :]

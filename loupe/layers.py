@@ -7,7 +7,8 @@ import each other: ingest knows no model, the embedder no file format; the UI an
 from __future__ import annotations
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("loupe", "loupe.types", "loupe.errors", "loupe.layers"),  # records and errors: import nothing of Loupe
+    # records, errors and the prefetch queue: import nothing of Loupe
+    ("loupe", "loupe.types", "loupe.errors", "loupe.layers", "loupe.threads"),
     ("loupe.ingest", "loupe.embedder"),  # files -> segments; items -> vectors
     ("loupe.index",),  # segments + vectors <-> Qdrant points
     ("loupe.app",),  # retrieve, generate, orchestrate, CLI, API
