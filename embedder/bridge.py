@@ -391,7 +391,7 @@ def offline_backends(
     recomputed class vectors (``~/.cache/loupe`` when None).
     """
     text = E5Embedder(batch_size=batch_size, num_threads=num_threads, runtime=e5_runtime, cache_dir=cache_dir)
-    images = ImageClassifier()
+    images = ImageClassifier(cache_dir=cache_dir, num_threads=num_threads)
     sounds = SoundClassifier(num_threads=num_threads)
     unified = BridgeEmbedder(text, images, sounds, cache_dir=cache_dir)
     return unified, {"visual": VisualEmbedder(images), "audio": AudioEventEmbedder(sounds)}

@@ -265,6 +265,23 @@ class TestBridgeEmbedder(EmbedderContract):
         assert names[int(logits[1].argmax())] == "hammer"
         assert feats.shape == (2, 1280)
 
+    def test_onnx_runtime_gives_the_torch_modules_outputs(self, tmp_path: Path) -> None:
+        """The exported graph (the default runtime) keeps the vectors, so the model id stays the same."""
+        onnx = ImageClassifier(cache_dir=tmp_path, num_threads=1)
+        torch_ = ImageClassifier(runtime="torch")
+        paths = [str(DOG), str(HAMMER)]
+        lo, fo = onnx.run(paths)
+        lt, ft = torch_.run(paths)
+        (graph,) = tmp_path.glob("efficientnet-lite0-onnx-*/model.onnx")
+        assert onnx.runtime == "onnx"
+        written = graph.stat().st_mtime_ns
+        assert (lo.argmax(1) == lt.argmax(1)).all()
+        assert np.abs(lo - lt).max() < 0.02 and np.abs(fo - ft).max() < 0.02  # float16-kept results
+        # A second classifier reuses the exported file instead of exporting again.
+        again = ImageClassifier(cache_dir=tmp_path, num_threads=1)
+        assert np.allclose(again.run(paths)[0], lo, atol=1e-3)
+        assert graph.stat().st_mtime_ns == written
+
     def test_images_video_audio_shape_norm_order(self, tmp_path: Path) -> None:
         unified, visual, audio = _offline()
         tone, noise = AudioInput(_tone(), SAMPLE_RATE), AudioInput(_noise(), SAMPLE_RATE)
