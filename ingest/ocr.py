@@ -83,7 +83,15 @@ def default_ocr() -> OcrEngine:
 # frame becomes 1308x736: ~1-2 s per frame on 2 cores). Capping the LONGER side at 640 px instead reads a caption
 # line on 480x270-960x540 frames the same and takes ~0.1-0.2 s. Frame text is upright, so the 180-degree line
 # classifier is skipped too.
-VIDEO_OCR_PARAMS: dict[str, Any] = {"Det.limit_side_len": 640, "Det.limit_type": "max", "Global.use_cls": False}
+# One onnxruntime thread: frame OCR runs beside ffmpeg and the embedder (ingest overlaps them), and a thread
+# pool that spin-waits for a busy core costs more than it saves.
+VIDEO_OCR_PARAMS: dict[str, Any] = {
+    "Det.limit_side_len": 640,
+    "Det.limit_type": "max",
+    "Global.use_cls": False,
+    "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+}
 
 
 @functools.cache

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from loupe.ingest.audio import audio_segments, clip_folder
 from loupe.ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
 from loupe.ingest.ocr import OcrEngine, video_ocr
 from loupe.ingest.options import IngestOptions
+from loupe.threads import prefetch
 from loupe.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 
 # The design samples video at 1 frame per second (design.md §1): frame n shows t = n s.
@@ -41,15 +43,41 @@ FPS = 1
 # Frames the pipe may hold ahead of the reader (the bounded buffer between ffmpeg and Python); the kernel caps a
 # pipe at 1 MiB for unprivileged processes, i.e. ~6 frames of 224x224 RGB.
 PIPE_FRAMES = 4
+# Decoded frames (OCR-size pictures, ~1.2 MB each at 640 px) the decoding thread may hold ahead of the OCR.
+DECODE_AHEAD = 8
 # A decode that ends this many seconds before the container's duration is reported as stopped early.
 EARLY_END_S = 2.0
 
 
-def frame_args(path: Path, stream_index: int, px: int, tools: Tools, *, skip_nonref: bool = False) -> list[str]:
+def decode_threads(requested: int = 0) -> int:
+    """ffmpeg decoder threads: ``requested``, or for 0 half the cores this process may use (at least 1)."""
+    if requested > 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
+def frame_args(
+    path: Path,
+    stream_index: int,
+    px: int,
+    tools: Tools,
+    *,
+    skip_nonref: bool = False,
+    skip_loop_filter: bool = False,
+    threads: int = 0,
+) -> list[str]:
     """ffmpeg arguments that write one video stream as ``px``x``px`` RGB frames at 1 FPS to stdout."""
     import ffmpeg  # ffmpeg-python builds the filter graph and command line
 
-    extra = {"skip_frame": "noref"} if skip_nonref else {}
+    extra: dict[str, Any] = {"threads": decode_threads(threads)}
+    if skip_nonref:
+        extra["skip_frame"] = "noref"
+    if skip_loop_filter:
+        extra["skip_loop_filter"] = "all"
     inp = ffmpeg.input(input_url(path), protocol_whitelist=PROTOCOLS, **extra)
     v = (
         inp[str(stream_index)]
@@ -266,20 +294,35 @@ def frame_segments(
     key_sig: np.ndarray | None = None  # the last frame whose own pixels are embedded, and its file
     key_jpg = ""
     same = 0
-    args = frame_args(path, stream.index, big, tools, skip_nonref=opts.video_skip_nonref)
+    args = frame_args(
+        path,
+        stream.index,
+        big,
+        tools,
+        skip_nonref=opts.video_skip_nonref,
+        skip_loop_filter=opts.video_skip_loop_filter,
+        threads=opts.video_decode_threads,
+    )
     with FfmpegReader(args, path, pipe_bytes=PIPE_FRAMES * size) as reader:
-        for block in reader.blocks(size):
-            if len(block) < size:
-                break  # a partial frame at the end of a damaged stream
+
+        def decoded() -> Iterator[tuple[Any, Path, np.ndarray]]:
+            """Frames as (OCR-size image, thumbnail file, signature), the thumbnail already written."""
+            for t, block in enumerate(reader.blocks(size)):
+                if len(block) < size:
+                    break  # a partial frame at the end of a damaged stream
+                image = Image.frombuffer("RGB", (big, big), block, "raw", "RGB", 0, 1)
+                small = image if big == px else image.resize((px, px), Image.Resampling.BOX)
+                jpg = folder / f"frame-{t:06d}.jpg"
+                try:
+                    _save_jpeg(small, jpg, opts.video_jpeg_quality)
+                except OSError as e:
+                    raise IngestError(str(path), f"cannot write frame {jpg} to the media store: {e}") from e
+                yield image, jpg, signature(small)
+
+        # Decoding (reading the pipe, scaling, writing thumbnails) runs a few frames ahead in its own thread
+        # while this one OCRs: frame OCR is the longest step of a video with text, and the two overlap.
+        for image, jpg, sig in prefetch(decoded(), DECODE_AHEAD, "loupe-decode"):
             t = n
-            image = Image.frombuffer("RGB", (big, big), block, "raw", "RGB", 0, 1)
-            small = image if big == px else image.resize((px, px), Image.Resampling.BOX)
-            jpg = folder / f"frame-{t:06d}.jpg"
-            try:
-                _save_jpeg(small, jpg, opts.video_jpeg_quality)
-            except OSError as e:
-                raise IngestError(str(path), f"cannot write frame {jpg} to the media store: {e}") from e
-            sig = signature(small)
             text = None
             if texts is not None:
                 try:

@@ -27,6 +27,7 @@ from loupe import ingest
 from loupe.errors import IngestError
 from loupe.ingest.audio import FRAME, AudioSegmenter, Clip, SileroVad, decode_to_array, speech_probabilities
 from loupe.ingest.options import IngestOptions
+from loupe.ingest.video import frame_args
 from loupe.types import Segment, TimeLoc
 from tests.media_fixtures import (
     RATE,
@@ -336,6 +337,33 @@ def test_rotated_phone_video_is_upright(tmp_path: Path, degrees: int) -> None:
     assert close(pixel(f.media.path, (5, 112)), (0, 0, 0), 10) and close(pixel(f.media.path, (218, 112)), (0, 0, 0), 10)
     top, bottom = pixel(f.media.path, (112, 40)), pixel(f.media.path, (112, 184))
     assert (close(top, blue) and close(bottom, red)) if degrees == 90 else (close(top, red) and close(bottom, blue))
+
+
+@needs_ffmpeg
+def test_decoder_flags_threads_and_deblocking() -> None:
+    tools = ff.tools_for(Path("x.mp4"))
+    args = frame_args(Path("x.mp4"), 0, 224, tools, skip_loop_filter=True, threads=3)
+    assert args[args.index("-threads") + 1] == "3" and args[args.index("-skip_loop_filter") + 1] == "all"
+    assert args.index("-skip_loop_filter") < args.index("-i")  # a decoder option: before the input
+    plain = frame_args(Path("x.mp4"), 0, 224, tools)
+    assert "-skip_loop_filter" not in plain and int(plain[plain.index("-threads") + 1]) >= 1
+
+
+@needs_ffmpeg
+def test_skipping_the_deblocking_filter_keeps_the_frames(tmp_path: Path) -> None:
+    """The default (deblocking skipped) gives the same frames, timestamps and nearly the same pixels."""
+    from PIL import Image
+
+    video = make_testsrc_video(tmp_path / "moving.mp4", 6, size="640x360", rate=25)
+    fast, _ = run_ingest(video, opts_for(tmp_path / "a", video_skip_loop_filter=True, video_decode_threads=1))
+    full, _ = run_ingest(video, opts_for(tmp_path / "b", video_skip_loop_filter=False, video_decode_threads=2))
+    ff_, fu = of(fast, "video_frame"), of(full, "video_frame")
+    assert [loc(s) for s in ff_] == [loc(s) for s in fu] and len(ff_) == 6
+    for a, b in zip(ff_, fu, strict=True):
+        assert a.media is not None and b.media is not None
+        with Image.open(a.media.path) as ia, Image.open(b.media.path) as ib:
+            diff = np.abs(np.asarray(ia, dtype=np.int16) - np.asarray(ib, dtype=np.int16))
+        assert float(diff.mean()) < 4.0, float(diff.mean())
 
 
 @needs_ffmpeg
