@@ -35,7 +35,7 @@ from loupe.ingest.audio import audio_segments, clip_folder
 from loupe.ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
 from loupe.ingest.ocr import OcrEngine, video_ocr
 from loupe.ingest.options import IngestOptions
-from loupe.threads import prefetch
+from loupe.threads import interleave, prefetch
 from loupe.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 
 # The design samples video at 1 frame per second (design.md §1): frame n shows t = n s.
@@ -45,6 +45,8 @@ FPS = 1
 PIPE_FRAMES = 4
 # Decoded frames (OCR-size pictures, ~1.2 MB each at 640 px) the decoding thread may hold ahead of the OCR.
 DECODE_AHEAD = 8
+# Audio clips (paths and metadata; the samples are in the clip files) the audio-track thread may hold ahead.
+AUDIO_AHEAD = 32
 # A decode that ends this many seconds before the container's duration is reported as stopped early.
 EARLY_END_S = 2.0
 
@@ -425,17 +427,33 @@ def iter_video(
         stats["treated_as"] = "audio"
         yield from audio_segments(path, source, opts, info, stats, tools=tools)
         return
-    yield from frame_segments(path, source, opts, info, stats, tools=tools)
-    frames = int(stats.get("frames", 0))
+    frames_out = frame_segments(path, source, opts, info, stats, tools=tools)
     if info.audio is None:
-        if frames == 0:
+        yield from frames_out
+        if int(stats.get("frames", 0)) == 0:
             raise IngestError(
                 str(path), f"no video frame could be decoded (zero duration or damaged; ffmpeg: {stats['video_error']})"
             )
         return
-    try:
-        yield from audio_segments(path, source, opts, info, stats, tools=tools)
-    except IngestError as e:
+    # The audio track is decoded and cut in its own thread while the frames are (its report apart, merged after),
+    # so the embedder gets clips to embed while it would otherwise wait for frame OCR.
+    audio_stats: dict[str, Any] = {}
+    audio_error: list[IngestError] = []
+
+    def audio_track() -> Iterator[Segment]:
+        try:
+            yield from audio_segments(path, source, opts, info, audio_stats, tools=tools)
+        except IngestError as e:  # judged below, once the frames are known
+            audio_error.append(e)
+
+    yield from interleave(frames_out, audio_track(), AUDIO_AHEAD, "loupe-audio-track")
+    warnings = audio_stats.pop("warnings", [])
+    stats.update(audio_stats)
+    if warnings:
+        stats.setdefault("warnings", []).extend(warnings)
+    frames = int(stats.get("frames", 0))
+    if audio_error:
+        e = audio_error[0]
         if frames == 0:
             raise IngestError(
                 str(path), "nothing could be decoded: no video frame and no audio (zero duration or damaged file)"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from loupe.threads import prefetch
+from loupe.threads import interleave, prefetch
 
 
 def test_items_come_in_order_and_the_producer_runs_ahead_by_at_most_maxsize() -> None:
@@ -63,3 +63,42 @@ def test_a_consumer_that_stops_stops_the_producer_and_closes_its_source_in_its_t
 
 def test_an_empty_source_ends_at_once() -> None:
     assert list(prefetch(iter(()), 1)) == []
+
+
+def test_interleave_keeps_each_streams_order_and_loses_nothing() -> None:
+    def slow(n: int) -> Iterator[str]:
+        for i in range(n):
+            time.sleep(0.002)
+            yield f"p{i}"
+
+    got = list(interleave(slow(30), (f"s{i}" for i in range(50)), 4))
+    assert [g for g in got if g[0] == "p"] == [f"p{i}" for i in range(30)]
+    assert [g for g in got if g[0] == "s"] == [f"s{i}" for i in range(50)]
+    # The secondary's items arrive while the primary is still running, not only after it.
+    assert got.index("s0") < got.index("p29")
+
+
+def test_interleave_raises_the_secondarys_error_and_stops_it_when_the_primary_fails() -> None:
+    def bad() -> Iterator[str]:
+        yield "s0"
+        raise ValueError("audio track damaged")
+
+    with pytest.raises(ValueError, match="audio track damaged"):
+        list(interleave(iter(["p0"]), bad(), 2))
+    closed: list[bool] = []
+
+    def endless() -> Iterator[str]:
+        try:
+            while True:
+                yield "s"
+        finally:
+            closed.append(True)
+
+    def failing() -> Iterator[str]:
+        yield "p0"
+        raise RuntimeError("frames failed")
+
+    with pytest.raises(RuntimeError, match="frames failed"):
+        list(interleave(failing(), endless(), 2, name="test-secondary"))
+    assert closed == [True]
+    assert not any(t.name == "test-secondary" for t in threading.enumerate())
