@@ -122,6 +122,9 @@ class WordTable:
 def export_graphs(folder: Path, precision: Precision) -> Path:
     """Export the e5 body to ``folder/e5-fp32.onnx`` (and quantise it to ``e5-int8.onnx``); returns the file
     ``precision`` runs. Needs the ``onnx`` package (export only); every step is logged."""
+    wanted = folder / ("e5-fp32.onnx" if precision == "fp32" else "e5-int8.onnx")
+    if wanted.is_file():
+        return wanted  # exported before: onnx and torch are not imported (~3 s of a cold start)
     try:
         import onnx  # noqa: F401  (torch.onnx.export and the quantiser both need it)
         import torch

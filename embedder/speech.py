@@ -102,13 +102,21 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 _MEL_FILTERS: np.ndarray | None = None
 
 
+# transformers' WhisperFeatureExtractor(feature_size=80).mel_filters, saved once: importing transformers for it
+# cost ~0.7 s of every cold start (tests/test_speech.py checks the file against transformers).
+MEL_FILE = Path(__file__).parent / "data" / "whisper-mel-80.npy"
+
+
 def _mel_filters() -> np.ndarray:
-    """``(201, 80)`` Slaney mel filters, built by transformers' WhisperFeatureExtractor (no download)."""
+    """``(201, 80)`` Slaney mel filters, as transformers' WhisperFeatureExtractor builds them (no download)."""
     global _MEL_FILTERS
     if _MEL_FILTERS is None:
-        from transformers import WhisperFeatureExtractor
+        if MEL_FILE.is_file() and N_MELS == 80:
+            _MEL_FILTERS = np.load(MEL_FILE).astype(np.float32)
+        else:
+            from transformers import WhisperFeatureExtractor
 
-        _MEL_FILTERS = np.asarray(WhisperFeatureExtractor(feature_size=N_MELS).mel_filters, dtype=np.float32)
+            _MEL_FILTERS = np.asarray(WhisperFeatureExtractor(feature_size=N_MELS).mel_filters, dtype=np.float32)
     return _MEL_FILTERS
 
 

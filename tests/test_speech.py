@@ -64,6 +64,10 @@ def test_log_mel_matches_whisper_feature_extractor() -> None:
     ref = fe(x, sampling_rate=RATE, return_tensors="np", padding="longest")["input_features"][0]
     assert ref.shape == log_mel(x).shape == (80, 200)
     assert np.abs(log_mel(x) - ref).max() < 1e-3
+    # The mel filters ship as a file (no transformers import at run time): the same matrix transformers builds.
+    from loupe.embedder.speech import MEL_FILE
+
+    assert np.array_equal(np.load(MEL_FILE), np.asarray(fe.mel_filters, dtype=np.float32))
 
 
 def test_padded_frames_are_whole_quanta_and_at_least_the_minimum() -> None:

@@ -190,6 +190,43 @@ def fit_offsets(
     return {k: v for k, v in offsets.items() if v}, start, best_score
 
 
+def load_space(
+    lp: Loupe, queries: list[EvalQuery], base: Path, cache: Path | None = None
+) -> tuple[list[Segment], np.ndarray, dict[str, np.ndarray], dict[str, str]]:
+    """An open collection's segments with their unit ``unified`` vectors, and each query's unified vector and
+    calibration kind (``cache``: an .npz that keeps the query vectors between runs of the same model id)."""
+    idx = lp.index()
+    segs: list[Segment] = []
+    rows: list[np.ndarray] = []
+    for seg, v in idx.iter_vectors(UNIFIED):
+        segs.append(seg)
+        rows.append(v)
+    vecs = np.stack(rows).astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    model_id = lp.profile.info.model_ids[UNIFIED]
+    qvecs: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    if cache is not None and cache.is_file():
+        with np.load(cache) as zc:
+            if str(zc["model_id"]) == model_id:
+                for qid, kind, v in zip(zc["ids"], zc["kinds"], zc["vectors"], strict=True):
+                    qvecs[str(qid)], kinds[str(qid)] = v, str(kind)
+    for q in queries:
+        if q.id in qvecs:
+            continue
+        audio = decode_query_audio(str(base / q.audio)) if q.audio else None
+        query = Query(text=q.text if not q.audio else None, image=str(base / q.image) if q.image else None, audio=audio)
+        vs = [v for v in lp.profile.embed_query(query) if v.using == UNIFIED]
+        if not vs:
+            continue
+        qvecs[q.id] = np.asarray(vs[0].vector, dtype=np.float32)
+        kinds[q.id] = query_kind(vs[0].part, bool(audio is not None and audio.speech))
+    if cache is not None and qvecs:
+        ids = sorted(qvecs)
+        np.savez(cache, model_id=model_id, ids=ids, kinds=[kinds[i] for i in ids], vectors=[qvecs[i] for i in ids])
+    return segs, vecs, qvecs, kinds
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure (and optionally fit) on one ingested collection."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,13 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     with Loupe(settings, profile=profile) as lp:
         idx = lp.index()
-        segs: list[Segment] = []
-        rows: list[np.ndarray] = []
-        for seg, v in idx.iter_vectors(UNIFIED):
-            segs.append(seg)
-            rows.append(v)
-        vecs = np.stack(rows).astype(np.float32)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        segs, vecs, qvecs, kinds = load_space(lp, queries, base, args.query_cache)
         fams = np.array([FAMILY_OF[s.modality] for s in segs])
         model_id = lp.profile.info.model_ids[UNIFIED]
         cal: ModalityCalibration | None
@@ -232,29 +263,6 @@ def main(argv: list[str] | None = None) -> int:
             cal = ModalityCalibration.load(args.calibration)
         else:
             cal = collection_calibration(idx, model_id)
-        qvecs: dict[str, np.ndarray] = {}
-        kinds: dict[str, str] = {}
-        cache = args.query_cache
-        if cache is not None and cache.is_file():
-            with np.load(cache) as zc:
-                if str(zc["model_id"]) == model_id:
-                    for qid, kind, v in zip(zc["ids"], zc["kinds"], zc["vectors"], strict=True):
-                        qvecs[str(qid)], kinds[str(qid)] = v, str(kind)
-        for q in queries:
-            if q.id in qvecs:
-                continue
-            audio = decode_query_audio(str(base / q.audio)) if q.audio else None
-            query = Query(
-                text=q.text if not q.audio else None, image=str(base / q.image) if q.image else None, audio=audio
-            )
-            vs = [v for v in lp.profile.embed_query(query) if v.using == UNIFIED]
-            if not vs:
-                continue
-            qvecs[q.id] = np.asarray(vs[0].vector, dtype=np.float32)
-            kinds[q.id] = query_kind(vs[0].part, bool(audio is not None and audio.speech))
-        if cache is not None and qvecs:
-            ids = sorted(qvecs)
-            np.savez(cache, model_id=model_id, ids=ids, kinds=[kinds[i] for i in ids], vectors=[qvecs[i] for i in ids])
         fitted_offsets = None
         if args.fit and cal is not None:
             ids = [q.id for q in queries if q.id in qvecs]
