@@ -280,8 +280,10 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     speech (spoken queries, speech clips) through the Whisper encoder + trained head (embedder/speech.py)."""
     from loupe.embedder.bridge import offline_backends
     from loupe.embedder.pieces import WordPieces
+    from loupe.embedder.recentre import recentred
     from loupe.embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
 
+    recentre = bool(opts.pop("recentre", False))
     unified, extra = offline_backends(**opts)
     if not HEAD_FILE.is_file():
         # A checkout whose head was removed (to retrain it) keeps speech on the bridge; the model id says so.
@@ -290,7 +292,9 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
         )
         return EmbeddingProfile("offline", unified, extra=dict(extra))
     speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
-    routed = SpeechRoutedEmbedder(unified, speech)
+    routed: Embedder = SpeechRoutedEmbedder(unified, speech)
+    if recentre:
+        routed = recentred(routed)
     return EmbeddingProfile("offline", routed, extra=dict(extra), pieces=WordPieces(speech))
 
 
