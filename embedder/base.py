@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -106,3 +108,12 @@ def length_sorted_batches(items: Sequence[T], batch_size: int, key: Callable[[T]
     order = sorted(range(len(items)), key=lambda i: -key(items[i]))
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def file_digest(path: Path) -> str:
+    """First 12 hex digits of a file's sha256 (read in blocks): a weight file's identity in ids and cache names."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:12]

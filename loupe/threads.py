@@ -7,6 +7,7 @@ ahead, so memory stays flat however long the file.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,14 @@ _T = TypeVar("_T")
 
 _DONE = object()
 _EMPTY = object()
+
+
+def machine_threads() -> int:
+    """CPU cores this process may run on (the affinity mask, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class _Producer(Generic[_T]):
