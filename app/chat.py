@@ -15,14 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
-from llama_index.core.llms import LLM
-from llama_index.core.memory import ChatMemoryBuffer
+from typing import TYPE_CHECKING, Literal
 
 from loupe.app.generate import key_terms, quote_data
 from loupe.errors import GeneratorError
+
+if TYPE_CHECKING:  # llama-index is imported where a conversation is used: ~0.8 s off every CLI start
+    from llama_index.core.base.llms.types import ChatMessage
+    from llama_index.core.llms import LLM
 
 # Words that make a question lean on the conversation ("it", "that one", "also").
 _REFERRING = frozenset(
@@ -51,6 +51,8 @@ class Turn:
 
 def to_messages(history: Sequence[Turn]) -> list[ChatMessage]:
     """Turns as llama-index chat messages."""
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
     return [
         ChatMessage(role=MessageRole.USER if t.role == "user" else MessageRole.ASSISTANT, content=t.content)
         for t in history
@@ -61,6 +63,8 @@ def recent_history(history: Sequence[Turn], token_limit: int = HISTORY_TOKENS) -
     """The most recent turns that fit ``token_limit`` (llama-index ``ChatMemoryBuffer``), oldest first."""
     if not history:
         return []
+    from llama_index.core.memory import ChatMemoryBuffer
+
     memory = ChatMemoryBuffer.from_defaults(chat_history=to_messages(history), token_limit=token_limit)
     return list(memory.get())
 
@@ -91,6 +95,8 @@ def condense_question(question: str, history: Sequence[Turn], llm: LLM | None = 
         return question
     if llm is None:
         return keyword_condense(question, history)
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
     convo = "\n".join(f"{m.role.value}: {quote_data(m.content or '', 600)}" for m in recent_history(history))
     messages = [
         ChatMessage(role=MessageRole.SYSTEM, content=CONDENSE_PROMPT),

@@ -9,12 +9,11 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loupe.app.chat import Turn, condense_question, recent_history
 from loupe.app.config import Settings
 from loupe.app.generate import Answer, AnswerStream
-from loupe.app.llm import StreamingLLM, create_llm
 from loupe.app.media import drop_unused_media
 from loupe.app.pipeline import IngestPipeline, IngestReport, IngestRunner, ProgressFn
 from loupe.app.retrieve import Filters, search
@@ -24,6 +23,9 @@ from loupe.errors import ConfigError, EmbedError, GeneratorError, LoupeError, St
 from loupe.index.store import Index, IndexConfig
 from loupe.ingest import IngestOptions
 from loupe.types import Hit
+
+if TYPE_CHECKING:  # the generator (llama-index) loads on the first question, not on every ingest or search
+    from loupe.app.llm import StreamingLLM
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +244,8 @@ class Loupe:
         """The generator the settings name (None: extractive, or the local model is not installed)."""
         if not self._llm_made:
             self._llm_made = True
+            from loupe.app.llm import create_llm
+
             try:
                 self._llm = create_llm(self.settings)
             except GeneratorError as e:

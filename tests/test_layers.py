@@ -195,3 +195,14 @@ def test_installed_loupe_runs_without_the_checkout(wheel: Path, tmp_path: Path) 
     for command in ("ingest", "search", "ask", "serve", "ui", "eval", "bench", "train"):
         assert command in helped.stdout
     assert "unavailable" not in helped.stderr, helped.stderr
+
+
+def test_the_cli_starts_without_the_generator_or_torch() -> None:
+    """`loupe ingest` / `loupe search` pay for llama-index (~0.8 s) and torch (~1.5 s) only when a question or a
+    torch model needs them: importing the CLI and the service loads neither."""
+    code = (
+        "import sys, loupe.app.cli, loupe.app.service, loupe.app.chat; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'llama_index', 'torch', 'transformers'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

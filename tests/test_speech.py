@@ -773,6 +773,12 @@ def test_spoken_piece_weights_keep_the_pieces_with_enough_mass(soft_head_file: P
     clip = (pieces.spoken_many([said]) or [([], [])])[0]
     assert clip[0] == sorted({pieces.fold(i) for i in CODE})
     assert sum(clip[1]) == pytest.approx(float(enc.piece_mass(said)[1].sum()), rel=1e-5)  # type: ignore[index]
+    # several clips in one call: each gets its own weights, as if embedded alone
+    other = AudioInput(tone(0.7, 330.0), RATE, speech=True)
+    both = pieces.spoken_many([said, other]) or []
+    alone = pieces.spoken_many([other]) or []
+    assert both[0][0] == clip[0] and np.allclose(both[0][1], clip[1])
+    assert both[1][0] == alone[0][0] and np.allclose(both[1][1], alone[0][1])
     # a query's weights are its expected counts (averaged over the query speeds), folded, then flattened
     ids, mass = enc.piece_masses([said], role="query")[0]  # type: ignore[index]
     folded: dict[int, float] = {}

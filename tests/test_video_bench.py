@@ -56,10 +56,14 @@ def test_warm_rows_time_the_files_ingest_alone() -> None:
     media = {"video_s": 300.0, "audio_s": 0.0, "frames": 300, "frames_ocr": 30, "ocr_s": 5.0}
     cold = {"process_s": 30.0, "ingest_s": 20.0, "cpu_s": 45.0, "media": media, "media_phases": {"ocr_s": 5.0}}
     warm = {**cold, "process_s": 40.0, "ingest_s": 15.0, "cpu_s": 30.0, "warm_up_s": 12.0}
+    cli = {"process_s": 25.0, "ingest_s": 25.0, "cpu_s": 40.0, "media": media}  # no phases: the bare CLI
     entry = {"corpus": "/w/media-video-300s", "loupe": {"runs": [cold]}, "loupe_warm": {"runs": [warm]}}
+    entry["loupe_cli"] = {"runs": [cli]}
     rows = media_rows([entry])
-    assert [(r["start"], r["x_real_time_wall"]) for r in rows] == [("cold", 10.0), ("warm", 20.0)]
-    assert rows[1]["x_real_time_cpu_2_cores"] == 20.0
+    got = [(r["start"], r["x_real_time_wall"]) for r in rows]
+    assert got == [("cold", 10.0), ("cold (loupe ingest)", 12.0), ("warm", 20.0)]
+    assert rows[2]["x_real_time_cpu_2_cores"] == 20.0 and rows[1]["x_real_time_cpu_2_cores"] == 15.0
+    assert rows[1].get("ocr_s") is None
     assert "warm" in format_media(rows)
 
 
@@ -95,3 +99,18 @@ def test_a_warm_run_ingests_a_cut_first_and_times_the_file_alone(tmp_path: Path)
     assert "error" not in got, got
     assert got["files"] == 1 and got["media"]["video_s"] == pytest.approx(20, abs=1.0)
     assert got["warm_up_s"] > 0 and got["ingest_s"] < got["process_s"]
+
+
+@needs_ffmpeg
+def test_the_cli_run_times_loupe_ingest_as_a_user_types_it(tmp_path: Path) -> None:
+    from loupe.lab.bench.ingest import run_cli_ingest
+    from tests.media_fixtures import make_testsrc_video
+
+    corpus = tmp_path / "media-video-8s"
+    corpus.mkdir()
+    make_testsrc_video(corpus / "clip.mp4", 8, size="64x64", rate=5)
+    got = run_cli_ingest(corpus, tmp_path / "d", profile="fake", timeout_s=300)
+    assert "error" not in got, got
+    assert got["media"]["video_s"] == pytest.approx(8, abs=1.0) and got["cpu_s"] > 0 and got["process_s"] > 0
+    bad = run_cli_ingest(tmp_path / "missing", tmp_path / "d2", profile="fake", timeout_s=300)
+    assert "error" in bad

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -382,6 +385,8 @@ def bench_ingest(
         warm_cut = _warm_up_cut(corpus, workdir) if is_media else None
         if warm_cut is not None:
             runs["loupe_warm"] = []
+        if is_media:
+            runs["loupe_cli"] = []
         for r in range(repeats):
             data_dir = workdir / f"ingest-{corpus.name}-{r}"
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -391,6 +396,10 @@ def bench_ingest(
             res["disk_mb"] = dir_size_mb(data_dir)["allocated"] if data_dir.exists() else None
             runs["loupe"].append(res)
             shutil.rmtree(data_dir, ignore_errors=True)
+            if is_media:
+                say(f"ingest {corpus.name}: `loupe ingest` run {r + 1}/{repeats}")
+                runs["loupe_cli"].append(run_cli_ingest(corpus, data_dir, profile=profile, timeout_s=child_timeout_s))
+                shutil.rmtree(data_dir, ignore_errors=True)
             if warm_cut is not None:
                 say(f"ingest {corpus.name}: loupe (warm) run {r + 1}/{repeats}")
                 params = {**params, "data_dir": str(data_dir), "warm_up": str(warm_cut)}
@@ -403,6 +412,8 @@ def bench_ingest(
         entry: Result = {"corpus": str(corpus), "loupe": _ingest_summary(runs["loupe"], "segments")}
         if warm_cut is not None:
             entry["loupe_warm"] = _ingest_summary(runs["loupe_warm"], "segments")
+        if is_media:
+            entry["loupe_cli"] = {"runs": runs["loupe_cli"]}
         for key in anchors:
             entry[key] = _ingest_summary(runs[key], "nodes")
             pairs = [(a, b) for a, b in zip(runs["loupe"], runs[key], strict=True) if "error" not in a | b]
@@ -424,6 +435,38 @@ def bench_ingest(
 
         out["media"] = media_rows([e for e in results if Path(e["corpus"]) in {d.absolute() for d in media_dirs}])
     return out
+
+
+def run_cli_ingest(corpus: Path, data_dir: Path, *, profile: str = "offline", timeout_s: float) -> Result:
+    """One ``loupe ingest --data-dir DATA_DIR CORPUS`` exactly as a user types it (no bench harness, no import
+    tracing in the process): spawn-to-exit wall seconds, CPU seconds (the process and the ffmpeg it waited for)
+    and peak RSS, with the media the report covers."""
+    from types import SimpleNamespace
+
+    from loupe.lab.bench.common import _child_env
+    from loupe.lab.bench.media import media_totals
+
+    cmd = [sys.executable, "-m", "loupe.app.cli", "ingest", "--quiet", "--profile", profile]
+    cmd += ["--data-dir", str(data_dir), str(corpus)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=_child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killer = threading.Timer(timeout_s, proc.kill)
+    killer.start()
+    try:
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # drained while it runs: a full pipe would stall the child
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        killer.cancel()
+    process_s = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    out: Result = {"process_s": process_s, "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": code,
+                   "peak_rss_mb": usage.ru_maxrss / 1024.0}  # fmt: skip
+    report = data_dir / "reports" / "ingest-default-latest.json"
+    if code != 0 or not report.is_file():
+        return out | {"error": f"loupe ingest exited {code}", "stderr_tail": err.decode(errors="replace")[-2000:]}
+    files = [SimpleNamespace(**f) for f in json.loads(report.read_text())["files"]]
+    return out | {"media": media_totals(files), "ingest_s": process_s}
 
 
 def _warm_up_cut(corpus: Path, workdir: Path, seconds: float = 15.0) -> Path | None:
