@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--stats", type=Path, help="apply statistics fitted on another collection")
     ap.add_argument("--alphas", type=float, nargs="*", default=[], help="one alpha for every road, each reported")
     ap.add_argument("--search", action="store_true", help="search one alpha per road (validation only)")
+    ap.add_argument(
+        "--roads", nargs="+", choices=ROADS, default=list(ROADS), help="roads --search may move (others stay)"
+    )
     ap.add_argument("--query-cache", type=Path)
     args = ap.parse_args(argv)
     settings = load_settings(data_dir=str(args.data_dir))
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         best_score = objective(run(best))
         start = best_score
         for _ in range(2):
-            for road in ROADS:
+            for road in args.roads:
                 for a in ALPHA_GRID:
                     trial = {**best, road: a}
                     got = objective(run(trial, lv))
