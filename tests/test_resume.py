@@ -81,9 +81,15 @@ def kill_and_resume(corpus: Path, data_dir: Path, kills: int, seed: int) -> dict
         )
         target = before + rng.randint(1, 3)
         deadline = time.monotonic() + 120
-        while proc.poll() is None and _manifest_lines(data_dir) < target and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.3))  # anywhere: mid-embed, mid-upsert, mid-manifest write
+        first = None  # when this run wrote its first record
+        while proc.poll() is None and (seen := _manifest_lines(data_dir)) < target and time.monotonic() < deadline:
+            if first is None and seen > before:
+                first = time.monotonic()
+            time.sleep(0.002)
+        # Anywhere: mid-embed, mid-upsert, mid-manifest write. The delay spans ~2 records at this machine's pace
+        # (a fixed 0.3 s let a fast machine finish ~15 files per run, and the corpus before 10 kills landed).
+        per_record = (time.monotonic() - first) / max(1, target - before - 1) if first is not None else 0.05
+        time.sleep(rng.uniform(0.0, min(0.3, 2 * max(per_record, 0.005))))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             killed_at.append(_manifest_lines(data_dir))
