@@ -284,6 +284,7 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     from loupe.embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
 
     recentre = bool(opts.pop("recentre", False))
+    recentre_alphas = opts.pop("recentre_alphas", None)
     unified, extra = offline_backends(**opts)
     if not HEAD_FILE.is_file():
         # A checkout whose head was removed (to retrain it) keeps speech on the bridge; the model id says so.
@@ -294,7 +295,7 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
     routed: Embedder = SpeechRoutedEmbedder(unified, speech)
     if recentre:
-        routed = recentred(routed)
+        routed = recentred(routed, alphas=recentre_alphas)
     return EmbeddingProfile("offline", routed, extra=dict(extra), pieces=WordPieces(speech))
 
 

@@ -162,9 +162,17 @@ class RecentredEmbedder:
         return out
 
 
-def recentred(inner: Embedder, path: Path = DEFAULT_FILE) -> Embedder:
+def recentred(inner: Embedder, path: Path = DEFAULT_FILE, alphas: dict[str, float | None] | None = None) -> Embedder:
     """``inner`` re-centred with the statistics in ``path`` when they were fitted on ``inner``'s space; otherwise
-    ``inner`` itself, with a warning (its model id then says nothing of re-centring, so no space is mixed)."""
+    ``inner`` itself, with a warning (its model id then says nothing of re-centring, so no space is mixed).
+
+    ``alphas`` replaces the file's per-road alphas (a road missing or None there is left as it is), e.g.
+    ``{"speech": 1.0, "speech_query": 2.0}`` to move only the speech roads."""
+    if alphas is not None:
+        unknown = sorted(set(alphas) - set(ROADS))
+        if unknown:
+            raise ConfigError(f"recentre_alphas: unknown roads {unknown}; the roads are {list(ROADS)}")
+        alphas = {road: alphas.get(road) for road in ROADS}
     if not path.is_file():
         log.warning("re-centring statistics %s are missing: the offline space is not re-centred", path)
         return inner
@@ -178,4 +186,4 @@ def recentred(inner: Embedder, path: Path = DEFAULT_FILE) -> Embedder:
             fitted_on,
         )
         return inner
-    return RecentredEmbedder(inner, Recentring.from_json(data))
+    return RecentredEmbedder(inner, Recentring.from_json(data, alphas))

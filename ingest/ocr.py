@@ -55,8 +55,9 @@ class RapidOcr:
                 except ImportError as e:
                     raise IngestError("ocr", "OCR needs the 'rapidocr' package: pip install rapidocr==3.10.0") from e
                 # rapidocr logs every model file it opens at INFO and resets its logger's level when it builds
-                # an engine; a filter survives that and keeps ingest output readable.
-                logging.getLogger("RapidOCR").addFilter(lambda record: record.levelno >= logging.WARNING)
+                # an engine; a filter survives that and keeps ingest output readable. It also warns for every
+                # picture without text ("The text detection result is empty"): a normal outcome, not a warning.
+                logging.getLogger("RapidOCR").addFilter(_quiet_rapidocr)
                 self._engine = RapidOCR(params=self._params) if self._params else RapidOCR()
         return self._engine
 
@@ -71,6 +72,11 @@ class RapidOcr:
             box = (float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max()))
             lines.append(OcrLine(str(text), float(score), box))
         return lines
+
+
+def _quiet_rapidocr(record: logging.LogRecord) -> bool:
+    """Keep RapidOCR's warnings and errors, except the one it logs for every image without text."""
+    return record.levelno >= logging.WARNING and "detection result is empty" not in record.getMessage()
 
 
 @functools.cache

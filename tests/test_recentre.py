@@ -106,3 +106,17 @@ def test_the_offline_profile_recentres_only_when_asked_and_the_shipped_file_fits
     assert isinstance(moved.unified, RecentredEmbedder)
     assert moved.unified.model_ids["unified"].startswith(plain.unified.model_ids["unified"] + "; re-centred")
     assert moved.info.model_ids["unified"] != plain.info.model_ids["unified"]  # old collections are refused
+
+
+@pytest.mark.model
+def test_recentre_alphas_pick_the_roads_that_move() -> None:
+    from loupe.embedder.profiles import create_profile
+
+    speech_only = create_profile("offline", recentre=True, recentre_alphas={"speech": 1.0, "speech_query": 2.0})
+    assert isinstance(speech_only.unified, RecentredEmbedder)
+    assert speech_only.unified.recentring.alphas == {"speech": 1.0, "speech_query": 2.0}
+    assert "re-centred [speech 1, speech_query 2]" in speech_only.info.model_ids["unified"]
+    every = create_profile("offline", recentre=True)
+    assert every.info.model_ids["unified"] != speech_only.info.model_ids["unified"]
+    with pytest.raises(ConfigError, match="unknown roads"):
+        create_profile("offline", recentre=True, recentre_alphas={"pictures": 1.0})

@@ -343,3 +343,17 @@ def test_ocr_trouble_keeps_the_frames_and_says_so(
     assert len(of(segs, "video_frame")) == 45 and of(segs, "video_window")
     assert all(s.text is None for s in segs)
     assert any(warning in w for w in report["warnings"]), report
+
+
+def test_rapidocr_log_keeps_warnings_but_not_the_empty_picture_one() -> None:
+    import logging
+
+    from loupe.ingest.ocr import _quiet_rapidocr
+
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("RapidOCR", level, "main.py", 164, msg, None, None)
+
+    assert not _quiet_rapidocr(record(logging.INFO, "Using engine_name: onnxruntime"))
+    assert not _quiet_rapidocr(record(logging.WARNING, "The text detection result is empty"))
+    assert _quiet_rapidocr(record(logging.WARNING, "model file is damaged"))
+    assert _quiet_rapidocr(record(logging.ERROR, "inference failed"))

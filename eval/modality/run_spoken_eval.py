@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--k", type=int, default=10)
+    modes = ["native", "cascade", "typed"]
+    ap.add_argument("--modes", nargs="+", choices=modes, default=modes)
+    ap.add_argument("--rankings", nargs="+", choices=("calibrated", "raw"), default=["calibrated", "raw"])
     args = ap.parse_args()
     settings = load_settings(data_dir=str(args.data_dir))
     profile = profile_from_settings(settings)
@@ -65,7 +68,7 @@ def main() -> None:
     with Loupe(settings, profile=profile) as lp:
         per_modality = lp.index().stats()["per_modality"]
         speech = getattr(lp.profile.unified, "speech", None)
-        for q in spoken:
+        for q in spoken if "cascade" in args.modes else []:
             audio = decode_query_audio(str(HERE / (q.audio or "")))
             transcripts[q.id] = speech.encoder.transcribe([audio.samples])[0] if speech is not None else ""
 
@@ -81,8 +84,10 @@ def main() -> None:
 
             return run
 
-        for calibrated in (True, False):
+        for calibrated in [r == "calibrated" for r in args.rankings]:
             for mode, qs in (("native", spoken), ("cascade", spoken), ("typed", typed)):
+                if mode not in args.modes:
+                    continue
                 t0 = time.time()
                 rep = run_queries(qs, HERE, runner(mode, calibrated), k=args.k)
                 name = f"{mode} {'calibrated' if calibrated else 'raw cosine'}"
