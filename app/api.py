@@ -44,6 +44,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# A server answers questions: the generator stack (llama-index, ~1 s to import) loads with the server rather than
+# inside the first question's request time (the CLI and ingest skip it; app/service.py imports it lazily).
+import loupe.app.llm  # noqa: F401
 from loupe.app.chat import Turn
 from loupe.app.config import Settings
 from loupe.app.jobs import Job, JobManager

@@ -280,11 +280,13 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
     speech (spoken queries, speech clips) through the Whisper encoder + trained head (embedder/speech.py)."""
     from loupe.embedder.bridge import offline_backends
     from loupe.embedder.pieces import WordPieces
-    from loupe.embedder.recentre import recentred
+    from loupe.embedder.recentre import SPOKEN_QUERY_DEFLATION, recentred, spoken_query_deflation
     from loupe.embedder.speech import HEAD_FILE, SpeechEncoder, SpeechRoutedEmbedder
 
     recentre = bool(opts.pop("recentre", False))
     recentre_alphas = opts.pop("recentre_alphas", None)
+    recentre_levels = opts.pop("recentre_levels", None)
+    deflation = float(opts.pop("spoken_query_deflation", SPOKEN_QUERY_DEFLATION))
     unified, extra = offline_backends(**opts)
     if not HEAD_FILE.is_file():
         # A checkout whose head was removed (to retrain it) keeps speech on the bridge; the model id says so.
@@ -293,9 +295,13 @@ def _offline_profile(**opts: Any) -> EmbeddingProfile:
         )
         return EmbeddingProfile("offline", unified, extra=dict(extra))
     speech = SpeechEncoder(num_threads=opts.get("num_threads") or 0)
-    routed: Embedder = SpeechRoutedEmbedder(unified, speech)
+    # Spoken queries lose the direction every speech-head output shares (embedder/recentre.py); the id checked
+    # is the routed space's own, the one the statistics were fitted on.
+    speech_routed = SpeechRoutedEmbedder(unified, speech)
+    speech_routed.query_deflation = spoken_query_deflation(speech_routed.model_ids["unified"], deflation)
+    routed: Embedder = speech_routed
     if recentre:
-        routed = recentred(routed, alphas=recentre_alphas)
+        routed = recentred(routed, alphas=recentre_alphas, levels=recentre_levels)
     return EmbeddingProfile("offline", routed, extra=dict(extra), pieces=WordPieces(speech))
 
 

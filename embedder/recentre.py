@@ -162,12 +162,69 @@ class RecentredEmbedder:
         return out
 
 
-def recentred(inner: Embedder, path: Path = DEFAULT_FILE, alphas: dict[str, float | None] | None = None) -> Embedder:
+#: How much of the speech road's own direction a spoken query loses (β below); chosen on the validation collection
+#: (``lab/evaluation/recentre.py --deflate``: β 0 / 0.5 / 1 / 1.5 / 2 / 3 → segment-level R@5 over every type
+#: 0.595 / 0.609 / 0.616 / 0.611 / 0.614 / 0.566).
+SPOKEN_QUERY_DEFLATION = 1.0
+
+
+@dataclass(frozen=True)
+class SpokenQueryDeflation:
+    """A spoken query without the direction that every speech-head output shares.
+
+    The speech head puts spoken queries and stored speech clips in one region of the space (both are its outputs),
+    so a spoken query's nearest neighbours were recordings of *anything* rather than the page, text or picture it
+    names: speech clips, 0.9 % of the dev collection, took 17-31 % of the spoken queries' top-5 places. The
+    speech road's direction is ``d = normalise(μ_speech_clips − μ_text_passages)`` (the statistics file's means,
+    fitted on the validation collection), and a spoken query becomes
+
+        q' = normalise(q − β · (q·d) · d)
+
+    Query side only: stored vectors, and so the collection's model id, are unchanged (no re-ingest).
+    """
+
+    direction: np.ndarray
+    beta: float
+    digest: str
+
+    def apply(self, q: np.ndarray) -> np.ndarray:
+        """Unit query vectors ``(n, d)`` with ``beta`` of their component along the speech direction removed."""
+        q = np.asarray(q, dtype=np.float32)
+        out = q - self.beta * (q @ self.direction)[:, None] * self.direction[None, :]
+        return (out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def spoken_query_deflation(
+    model_id: str, beta: float = SPOKEN_QUERY_DEFLATION, path: Path = DEFAULT_FILE
+) -> SpokenQueryDeflation | None:
+    """The deflation for the space ``model_id`` from the statistics in ``path``; None when ``beta`` is 0, or (with a
+    warning) when the file is missing or was fitted on another space."""
+    if not beta:
+        return None
+    if not path.is_file():
+        log.warning("re-centring statistics %s are missing: spoken queries are not deflated", path)
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("model_id") != model_id or "speech" not in data or "text" not in data:
+        log.warning("statistics %s were fitted on another space: spoken queries are not deflated", path)
+        return None
+    d = np.asarray(data["speech"]["mean"], dtype=np.float32) - np.asarray(data["text"]["mean"], dtype=np.float32)
+    d /= max(float(np.linalg.norm(d)), 1e-12)
+    digest = hashlib.sha256(d.tobytes() + str(beta).encode()).hexdigest()[:12]
+    return SpokenQueryDeflation(d, float(beta), digest)
+
+
+def recentred(
+    inner: Embedder,
+    path: Path = DEFAULT_FILE,
+    alphas: dict[str, float | None] | None = None,
+    levels: dict[str, float] | None = None,
+) -> Embedder:
     """``inner`` re-centred with the statistics in ``path`` when they were fitted on ``inner``'s space; otherwise
     ``inner`` itself, with a warning (its model id then says nothing of re-centring, so no space is mixed).
 
     ``alphas`` replaces the file's per-road alphas (a road missing or None there is left as it is), e.g.
-    ``{"speech": 1.0, "speech_query": 2.0}`` to move only the speech roads."""
+    ``{"speech": 1.0, "speech_query": 2.0}`` to move only the speech roads; ``levels`` the file's levels."""
     if alphas is not None:
         unknown = sorted(set(alphas) - set(ROADS))
         if unknown:
@@ -186,4 +243,4 @@ def recentred(inner: Embedder, path: Path = DEFAULT_FILE, alphas: dict[str, floa
             fitted_on,
         )
         return inner
-    return RecentredEmbedder(inner, Recentring.from_json(data, alphas))
+    return RecentredEmbedder(inner, Recentring.from_json(data, alphas, levels))

@@ -679,11 +679,14 @@ class SpeechRoutedEmbedder:
     >>> unified = SpeechRoutedEmbedder(BridgeEmbedder(), SpeechEncoder())  # doctest: +SKIP
     """
 
-    def __init__(self, base: Any, speech: SpeechEncoder) -> None:
+    def __init__(self, base: Any, speech: SpeechEncoder, query_deflation: Any = None) -> None:
+        """``query_deflation``: a :class:`~loupe.embedder.recentre.SpokenQueryDeflation` applied to spoken queries
+        (the query role of speech input; stored clips are never changed), or None."""
         if base.dim != speech.dim:
             raise EmbedError(f"speech encoder dim {speech.dim} does not match the {base.name} space ({base.dim})")
         self.base = base
         self.speech = speech
+        self.query_deflation = query_deflation
         self.name = f"{base.name}+speech"
         self.dim = base.dim
         self.kinds: frozenset[InputKind] = frozenset(base.kinds) | speech.kinds
@@ -692,6 +695,12 @@ class SpeechRoutedEmbedder:
     def model_ids(self) -> dict[str, str]:
         """The wrapped backend's id plus the speech encoder's."""
         return {"unified": f"{self.base.model_ids['unified']}; speech: {self.speech.model_ids['unified']}"}
+
+    @property
+    def query_side(self) -> str:
+        """What changes queries but not stored vectors (so not in the model id): the spoken-query deflation."""
+        d = self.query_deflation
+        return "" if d is None else f"spoken queries deflated beta={d.beta:g} {d.digest}"
 
     @property
     def text(self) -> Any:
@@ -708,7 +717,10 @@ class SpeechRoutedEmbedder:
         rest = [i for i in range(len(items)) if i not in set(speech)]
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if speech:
-            out[speech] = self.speech.embed([items[i] for i in speech], role=role)
+            vecs = self.speech.embed([items[i] for i in speech], role=role)
+            if role == "query" and self.query_deflation is not None:
+                vecs = self.query_deflation.apply(vecs)
+            out[speech] = vecs
         if rest:
             out[rest] = self.base.embed([items[i] for i in rest], role=role)
         return out

@@ -354,7 +354,7 @@ class Index:
             stages.append(VectorQuery(PIECES, pieces, prefetch_limit, pieces_weight))
         if not stages:
             return []
-        found = self.engine.query(stages, flt, limit)
+        found = deterministic_order(self.engine.query(stages, flt, limit + TIE_MARGIN), limit)
         return [(payload_segment(f.payload), f.score) for f in found]
 
     def iter_points(self, flt: FieldFilter | None = None) -> Iterator[Found]:
@@ -371,6 +371,17 @@ class Index:
     def drop(self) -> None:
         """Delete the whole collection."""
         self.engine.drop()
+
+
+# RRF scores tie often (two points ranked 1st and 2nd by two equally weighted stages), and the engine returns tied
+# points in an order that changes from process to process: the same query gave R@5 0.781 and 0.789 on the spoken
+# dev set in two runs. A few more points than asked are fetched, sorted by score then id, and cut.
+TIE_MARGIN = 16
+
+
+def deterministic_order(found: Sequence[Found], limit: int) -> list[Found]:
+    """The best ``limit`` points by score, ties broken by point id, so a query always ranks the same."""
+    return sorted(found, key=lambda f: (-round(f.score, 9), f.id))[:limit]
 
 
 def _check_profile(collection: str, stored: ProfileInfo, requested: ProfileInfo) -> None:

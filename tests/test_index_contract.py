@@ -202,3 +202,28 @@ def test_engines_agree(tmp_path: Path) -> None:
         results[kind] = out
         idx.close()
     assert results["edge"] == results["memory"]
+
+
+def test_tied_scores_rank_by_point_id_whatever_order_the_engine_gives() -> None:
+    import random
+
+    from loupe.index.engines import Found
+    from loupe.index.store import deterministic_order
+
+    found = [Found(f"id-{i}", s, {}) for i, s in enumerate([0.5, 0.7, 0.5, 0.7, 0.9, 0.5])]
+    want = ["id-4", "id-1", "id-3", "id-0", "id-2"]
+    for seed in range(5):
+        shuffled = found[:]
+        random.Random(seed).shuffle(shuffled)
+        assert [f.id for f in deterministic_order(shuffled, 5)] == want
+
+
+def test_a_fused_query_ranks_the_same_every_time(index: Index) -> None:
+    """Two stages with the same weight tie often under RRF; the order of tied points is by id, not the engine's."""
+    emb = FakeEmbedder(dim=DIM)
+    fill(index, emb)
+    q = emb.embed([TextInput("seals at the pier")], role="query")[0]
+    runs = [[s.id for s, _ in index.search([("unified", q, 1.0)], "seals pier ferry", limit=6)] for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2] and len(runs[0]) == 6
+    scores = [sc for _, sc in index.search([("unified", q, 1.0)], "seals pier ferry", limit=6)]
+    assert scores == sorted(scores, reverse=True)

@@ -120,3 +120,76 @@ def test_recentre_alphas_pick_the_roads_that_move() -> None:
     assert every.info.model_ids["unified"] != speech_only.info.model_ids["unified"]
     with pytest.raises(ConfigError, match="unknown roads"):
         create_profile("offline", recentre=True, recentre_alphas={"pictures": 1.0})
+
+
+def test_deflation_takes_the_speech_direction_out_of_spoken_queries() -> None:
+    from loupe.embedder.recentre import SpokenQueryDeflation
+
+    rng = np.random.default_rng(3)
+    d = l2_normalize(rng.standard_normal(D))[0]
+    q = l2_normalize(rng.standard_normal((4, D)) + 2.0 * d)
+    full = SpokenQueryDeflation(d, 1.0, "x").apply(q)
+    assert np.allclose(full @ d, 0.0, atol=1e-6) and np.allclose(np.linalg.norm(full, axis=1), 1.0)
+    half = SpokenQueryDeflation(d, 0.5, "x").apply(q)
+    # half the component is left, relative to the rest of the vector
+    rest = q - (q @ d)[:, None] * d
+    assert np.allclose((half @ d) / np.linalg.norm(half - (half @ d)[:, None] * d, axis=1),
+                       0.5 * (q @ d) / np.linalg.norm(rest, axis=1), atol=1e-5)  # fmt: skip
+
+
+def test_deflation_needs_statistics_of_the_same_space(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from loupe.embedder.recentre import spoken_query_deflation
+
+    rng = np.random.default_rng(4)
+    stats = {"text": {"mean": rng.standard_normal(D).tolist()}, "speech": {"mean": rng.standard_normal(D).tolist()}}
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps({**stats, "model_id": "space A"}))
+    got = spoken_query_deflation("space A", 1.0, path)
+    assert got is not None and got.beta == 1.0 and np.isclose(np.linalg.norm(got.direction), 1.0)
+    want = np.asarray(stats["speech"]["mean"]) - np.asarray(stats["text"]["mean"])
+    assert np.allclose(got.direction, want / np.linalg.norm(want), atol=1e-6)
+    assert spoken_query_deflation("space A", 0.0, path) is None  # off
+    assert spoken_query_deflation("space B", 1.0, path) is None and "another space" in caplog.text
+    assert spoken_query_deflation("space A", 1.0, tmp_path / "missing.json") is None
+
+
+class _Speech:
+    """A stand-in speech encoder: a fixed vector per role."""
+
+    dim = D
+    kinds = frozenset({"audio"})
+
+    def __init__(self, vec: np.ndarray) -> None:
+        self.vec = vec
+        self.model_ids = {"unified": "stub speech"}
+
+    def embed(self, items: list[AudioInput], *, role: str = "passage") -> np.ndarray:
+        return np.repeat(self.vec[None], len(items), axis=0)
+
+
+def test_only_spoken_queries_are_deflated_and_the_model_id_stays() -> None:
+    from loupe.embedder.recentre import SpokenQueryDeflation
+    from loupe.embedder.speech import SpeechRoutedEmbedder
+
+    rng = np.random.default_rng(5)
+    d = l2_normalize(rng.standard_normal(D))[0]
+    vec = l2_normalize(rng.standard_normal(D) + d)[0]
+    plain = SpeechRoutedEmbedder(FakeEmbedder(dim=D), _Speech(vec))  # type: ignore[arg-type]
+    deflated = SpeechRoutedEmbedder(FakeEmbedder(dim=D), _Speech(vec), SpokenQueryDeflation(d, 1.0, "abc"))  # type: ignore[arg-type]
+    said = AudioInput(np.zeros(16000, np.float32), 16000, speech=True)
+    sound = AudioInput(np.zeros(16000, np.float32), 16000)
+    assert np.allclose(deflated.embed([said], role="query") @ d, 0.0, atol=1e-6)
+    assert np.allclose(deflated.embed([said], role="passage"), plain.embed([said], role="passage"))  # clips as before
+    for item in (sound, TextInput("a memo")):
+        assert np.allclose(deflated.embed([item], role="query"), plain.embed([item], role="query"))
+    assert deflated.model_ids == plain.model_ids  # stored vectors are unchanged: no re-ingest
+    assert plain.query_side == "" and "beta=1" in deflated.query_side
+
+
+@pytest.mark.model
+def test_the_offline_profile_deflates_spoken_queries_by_default() -> None:
+    from loupe.embedder.profiles import create_profile
+
+    on, off = create_profile("offline"), create_profile("offline", spoken_query_deflation=0.0)
+    assert on.unified.query_deflation is not None and off.unified.query_deflation is None  # type: ignore[attr-defined]
+    assert on.info.model_ids == off.info.model_ids

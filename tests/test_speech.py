@@ -683,8 +683,11 @@ def test_offline_profile_routes_speech_clips_and_queries() -> None:
     assert "speech head" in profile.info.model_ids["unified"] and HEAD_FILE.is_file()
     said = AudioInput(espeak_or_skip("list the files in a directory", "en-us"), RATE, speech=True)
     (vec,) = [qv.vector for qv in profile.embed_query(Query(audio=said)) if qv.using == "unified"]
-    direct = profile.unified.speech.embed([said], role="query")[0]  # type: ignore[attr-defined]
-    assert np.allclose(vec, direct, atol=1e-5)
+    direct = profile.unified.speech.embed([said], role="query")  # type: ignore[attr-defined]
+    # the routed query is the speech encoder's, deflated (embedder/recentre.py SpokenQueryDeflation)
+    deflation = profile.unified.query_deflation  # type: ignore[attr-defined]
+    assert deflation is not None
+    assert np.allclose(vec, deflation.apply(direct)[0], atol=1e-5)
 
 
 def test_whisper_encoder_reports_a_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -203,7 +203,8 @@ def load_space(
         rows.append(v)
     vecs = np.stack(rows).astype(np.float32)
     vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    model_id = lp.profile.info.model_ids[UNIFIED]
+    # Query-side transforms (the spoken-query deflation) leave the stored model id as it is: the cache key has both.
+    model_id = lp.profile.info.model_ids[UNIFIED] + str(getattr(lp.profile.unified, "query_side", ""))
     qvecs: dict[str, np.ndarray] = {}
     kinds: dict[str, str] = {}
     if cache is not None and cache.is_file():

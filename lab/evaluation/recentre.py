@@ -30,7 +30,7 @@ from loupe.app.calibration import FAMILIES, FAMILY_OF
 from loupe.app.config import load_settings
 from loupe.app.service import Loupe
 from loupe.embedder.profiles import UNIFIED, profile_from_settings
-from loupe.embedder.recentre import ROADS, Recentring
+from loupe.embedder.recentre import ROADS, Recentring, SpokenQueryDeflation
 from loupe.errors import ConfigError
 from loupe.lab.evaluation.gap import _locator, load_space
 from loupe.lab.evaluation.retrieval import Place, corpus_collection_name, load_queries, matches
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alphas", type=float, nargs="*", default=[], help="one alpha for every road, each reported")
     ap.add_argument("--search", action="store_true", help="search one alpha per road (validation only)")
     ap.add_argument(
+        "--deflate", type=float, nargs="*", default=[], help="spoken queries deflated by each beta (the rest raw)"
+    )
+    ap.add_argument(
         "--roads", nargs="+", choices=ROADS, default=list(ROADS), help="roads --search may move (others stay)"
     )
     ap.add_argument("--query-cache", type=Path)
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(data_dir=str(args.data_dir))
     # The statistics describe the space before re-centring: the profile is built without it.
     opts = dict(getattr(settings, "profile_options", None) or {})
-    settings = settings.model_copy(update={"profile_options": {**opts, "recentre": False}})
+    settings = settings.model_copy(
+        update={"profile_options": {**opts, "recentre": False, "spoken_query_deflation": 0.0}}
+    )
     base = args.queries.absolute().parent
     queries = load_queries(args.queries)
     profile = profile_from_settings(settings)
@@ -169,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for alpha in args.alphas:
         report[f"alpha={alpha}"] = run(dict.fromkeys(ROADS, alpha))
+    spoken = np.array([k == "speech" for k in qkinds])
+    for beta in args.deflate:
+        # The spoken-query deflation (embedder/recentre.py SpokenQueryDeflation), from these statistics' means.
+        d = np.asarray(stats["speech"]["mean"], dtype=np.float32) - np.asarray(stats["text"]["mean"], dtype=np.float32)
+        deflation = SpokenQueryDeflation(d / np.linalg.norm(d), beta, "")
+        qd = qm.copy()
+        qd[spoken] = deflation.apply(qm[spoken])
+        report[f"deflate={beta}"] = score(vecs, fams, qd, rel, types)
     if args.search:
         # Coordinate ascent over one alpha per road (None: the road is left as it is), on the macro mean over
         # query types of (R@1 + R@5) / 2; validation collections only (the search reads the labels).
@@ -203,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         report["file_alphas"] = run(stats["alphas"], stats.get("levels"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    for key in [k for k in report if k == "raw" or k.startswith("alpha=") or k in ("searched", "file_alphas")]:
+    shown = ("raw", "searched", "file_alphas")
+    for key in [k for k in report if k in shown or k.startswith(("alpha=", "deflate="))]:
         print(key, json.dumps({t: (v.get("R@1"), v["R@5"]) for t, v in report[key].items()}))
     return 0
 
