@@ -109,7 +109,8 @@ def ingest_runner(
 
 
 def decode_query_audio(path: str) -> AudioInput:
-    """A recorded query as 16 kHz mono samples (the rate every audio backend takes)."""
+    """A recorded query as 16 kHz mono samples (the rate every audio backend takes), marked speech when it would be
+    stored as a speech clip (a spoken question), else a sound given as an example (embedded as sound clips are)."""
     if not Path(path).is_file():
         raise ConfigError(f"audio query file {path} does not exist")
     try:
@@ -120,7 +121,14 @@ def decode_query_audio(path: str) -> AudioInput:
         raise
     except Exception as e:
         raise EmbedError(f"cannot decode the audio query {path}: {e}") from e
-    return AudioInput(samples, CLIP_RATE, speech=True)
+    from loupe.ingest.audio import is_speech
+
+    try:
+        speech = is_speech(samples)
+    except Exception as e:  # the VAD is part of the install; a query must still run without it
+        log.warning("voice activity detection failed on %s (%s): the query is taken as speech", path, e)
+        speech = True
+    return AudioInput(samples, CLIP_RATE, speech=speech)
 
 
 # Fewer recognised words than this is noise (a logo, an axis tick), not text to search by.

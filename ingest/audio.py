@@ -104,6 +104,19 @@ class SileroVad:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
+def is_speech(samples: np.ndarray, opts: IngestOptions | None = None) -> bool:
+    """Whether a recording would be stored as speech: the same VAD, gates and ratio that make a ``speech_clip``
+    at ingest, over the whole recording (a spoken query vs a sound given as an example). Silence counts as speech
+    (nothing else to go on)."""
+    opts = opts or IngestOptions()
+    seg = AudioSegmenter(opts, SileroVad())
+    clips = [*seg.feed(np.asarray(samples, dtype=np.float32)), *seg.finish()]
+    sound = sum(c.sound_s for c in clips)
+    if sound <= 0:
+        return True
+    return sum(c.speech_ratio * c.sound_s for c in clips) / sound >= opts.audio_speech_ratio
+
+
 def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     """Per-frame (32 ms) speech probabilities of a whole 16 kHz signal, from a fresh state (for tests/tools)."""
     n = math.ceil(len(samples) / FRAME)

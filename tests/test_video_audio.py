@@ -658,3 +658,19 @@ def test_frames_showing_the_same_picture_are_embedded_from_one_file(tmp_path: Pa
     # 0 turns it off: every frame is its own picture.
     segs, report = run_ingest(src, opts_for(tmp_path / "off", video_same_picture=0.0))
     assert report["frames_same_picture"] == 0 and not any("picture" in s.meta for s in of(segs, "video_frame"))
+
+
+@needs_espeak
+def test_a_query_recording_is_speech_the_way_a_clip_would_be(tmp_path: Path) -> None:
+    """A spoken question goes to the speech head; a sound given as an example (a tone, noise) is embedded as the
+    sound clips it should find are; silence stays speech (nothing else to go on)."""
+    from loupe.app.service import decode_query_audio
+    from loupe.ingest.audio import is_speech
+    from tests.media_fixtures import espeak, noise, tone, write_wav
+
+    said = espeak("where are the minutes of the harbour meeting")
+    assert is_speech(said)
+    assert not is_speech(tone(2.0)) and not is_speech(noise(2.0, amp=0.3))
+    assert is_speech(np.zeros(16000, np.float32))
+    assert decode_query_audio(str(write_wav(tmp_path / "q.wav", said))).speech
+    assert not decode_query_audio(str(write_wav(tmp_path / "beep.wav", tone(2.0)))).speech
