@@ -174,7 +174,7 @@ class SpokenQueryDeflation:
 
     The speech head puts spoken queries and stored speech clips in one region of the space (both are its outputs),
     so a spoken query's nearest neighbours were recordings of *anything* rather than the page, text or picture it
-    names: speech clips, 0.9 % of the dev collection, took 17-31 % of the spoken queries' top-5 places. The
+    names: speech clips, 0.9 % of the dev collection, took 16-30 % of the spoken queries' top-5 places. The
     speech road's direction is ``d = normalise(μ_speech_clips − μ_text_passages)`` (the statistics file's means,
     fitted on the validation collection), and a spoken query becomes
 
@@ -186,6 +186,13 @@ class SpokenQueryDeflation:
     direction: np.ndarray
     beta: float
     digest: str
+
+    @classmethod
+    def from_stats(cls, data: dict[str, Any], beta: float) -> SpokenQueryDeflation:
+        """The deflation from re-centring statistics (their ``speech`` and ``text`` means)."""
+        d = np.asarray(data["speech"]["mean"], dtype=np.float32) - np.asarray(data["text"]["mean"], dtype=np.float32)
+        d /= max(float(np.linalg.norm(d)), 1e-12)
+        return cls(d, float(beta), hashlib.sha256(d.tobytes() + str(beta).encode()).hexdigest()[:12])
 
     def apply(self, q: np.ndarray) -> np.ndarray:
         """Unit query vectors ``(n, d)`` with ``beta`` of their component along the speech direction removed."""
@@ -208,10 +215,7 @@ def spoken_query_deflation(
     if data.get("model_id") != model_id or "speech" not in data or "text" not in data:
         log.warning("statistics %s were fitted on another space: spoken queries are not deflated", path)
         return None
-    d = np.asarray(data["speech"]["mean"], dtype=np.float32) - np.asarray(data["text"]["mean"], dtype=np.float32)
-    d /= max(float(np.linalg.norm(d)), 1e-12)
-    digest = hashlib.sha256(d.tobytes() + str(beta).encode()).hexdigest()[:12]
-    return SpokenQueryDeflation(d, float(beta), digest)
+    return SpokenQueryDeflation.from_stats(data, beta)
 
 
 def recentred(

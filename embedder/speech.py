@@ -32,12 +32,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loupe.embedder.base import AudioInput, EmbedInput, InputKind, Role, file_digest, l2_normalize
 from loupe.errors import EmbedError
+
+if TYPE_CHECKING:
+    from loupe.embedder.recentre import SpokenQueryDeflation
 
 SAMPLE_RATE = 16_000
 # Whisper's front end (openai/whisper audio.py): 25 ms Hann windows every 10 ms, 80 mel bands, log10 power
@@ -679,7 +682,7 @@ class SpeechRoutedEmbedder:
     >>> unified = SpeechRoutedEmbedder(BridgeEmbedder(), SpeechEncoder())  # doctest: +SKIP
     """
 
-    def __init__(self, base: Any, speech: SpeechEncoder, query_deflation: Any = None) -> None:
+    def __init__(self, base: Any, speech: SpeechEncoder, query_deflation: SpokenQueryDeflation | None = None) -> None:
         """``query_deflation``: a :class:`~loupe.embedder.recentre.SpokenQueryDeflation` applied to spoken queries
         (the query role of speech input; stored clips are never changed), or None."""
         if base.dim != speech.dim:

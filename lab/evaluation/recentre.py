@@ -176,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         report[f"alpha={alpha}"] = run(dict.fromkeys(ROADS, alpha))
     spoken = np.array([k == "speech" for k in qkinds])
     for beta in args.deflate:
-        # The spoken-query deflation (embedder/recentre.py SpokenQueryDeflation), from these statistics' means.
-        d = np.asarray(stats["speech"]["mean"], dtype=np.float32) - np.asarray(stats["text"]["mean"], dtype=np.float32)
-        deflation = SpokenQueryDeflation(d / np.linalg.norm(d), beta, "")
+        # The spoken-query deflation (embedder/recentre.py), from these statistics' means.
+        deflation = SpokenQueryDeflation.from_stats(stats, beta)
         qd = qm.copy()
         qd[spoken] = deflation.apply(qm[spoken])
         report[f"deflate={beta}"] = score(vecs, fams, qd, rel, types)
