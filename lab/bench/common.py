@@ -271,6 +271,22 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def spawn_timed(cmd: Sequence[str], log_path: Path, *, timeout_s: float) -> tuple[float, int, Any]:
+    """Run ``cmd`` in the bench's child environment (repo root as cwd, output to ``log_path``), killed after
+    ``timeout_s``: wall seconds spawn to exit as the parent sees them, the exit code, and its ``os.wait4`` rusage
+    (the process and the children it waited for, e.g. ffmpeg)."""
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(list(cmd), cwd=str(REPO_ROOT), env=_child_env(), stdout=log, stderr=subprocess.STDOUT)
+        killer = threading.Timer(timeout_s, proc.kill)
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+    return time.perf_counter() - t0, os.waitstatus_to_exitcode(status), usage
+
+
 def run_child(kind: str, params: Mapping[str, Any], workdir: Path, *, timeout_s: float = 1800.0) -> Result:
     """Run one measurement in a fresh ``python -m app.bench KIND`` process.
 
@@ -296,26 +312,16 @@ def run_child(kind: str, params: Mapping[str, Any], workdir: Path, *, timeout_s:
         str(result_path),
     ]
     t_spawn = time.time()
-    t0 = time.perf_counter()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=_child_env(), stdout=log, stderr=subprocess.STDOUT)
-        killer = threading.Timer(timeout_s, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-    process_s = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out: Result = {"process_s": process_s, "peak_rss_mb": usage.ru_maxrss / 1024.0, "returncode": proc.returncode}
-    if proc.returncode == 0 and result_path.exists():
+    process_s, returncode, usage = spawn_timed(cmd, log_path, timeout_s=timeout_s)
+    out: Result = {"process_s": process_s, "peak_rss_mb": usage.ru_maxrss / 1024.0, "returncode": returncode}
+    if returncode == 0 and result_path.exists():
         res = json.loads(result_path.read_text())
         started = res.pop("_started_at", None)
         out["startup_s"] = (started - t_spawn) if started else None
         out.update(res)
     else:
         tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-        out["error"] = f"child {kind} exited with {proc.returncode}" + (" (timed out)" if proc.returncode < 0 else "")
+        out["error"] = f"child {kind} exited with {returncode}" + (" (timed out)" if returncode < 0 else "")
         out["stderr_tail"] = tail
     if log_path.exists():
         out["imports_total_s"] = import_seconds(log_path.read_text(errors="replace"))

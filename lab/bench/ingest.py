@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -443,28 +442,21 @@ def run_cli_ingest(corpus: Path, data_dir: Path, *, profile: str = "offline", ti
     and peak RSS, with the media the report covers."""
     from types import SimpleNamespace
 
-    from loupe.lab.bench.common import _child_env
+    from loupe.lab.bench.common import spawn_timed
     from loupe.lab.bench.media import media_totals
 
     cmd = [sys.executable, "-m", "loupe.app.cli", "ingest", "--quiet", "--profile", profile]
     cmd += ["--data-dir", str(data_dir), str(corpus)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=_child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    killer = threading.Timer(timeout_s, proc.kill)
-    killer.start()
-    try:
-        assert proc.stderr is not None
-        err = proc.stderr.read()  # drained while it runs: a full pipe would stall the child
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    process_s = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
+    log_path = data_dir.parent / f"cli-ingest-{time.time_ns()}.log"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    process_s, code, usage = spawn_timed(cmd, log_path, timeout_s=timeout_s)
+    tail = log_path.read_text(errors="replace")[-2000:]
+    log_path.unlink(missing_ok=True)
     out: Result = {"process_s": process_s, "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": code,
                    "peak_rss_mb": usage.ru_maxrss / 1024.0}  # fmt: skip
     report = data_dir / "reports" / "ingest-default-latest.json"
     if code != 0 or not report.is_file():
-        return out | {"error": f"loupe ingest exited {code}", "stderr_tail": err.decode(errors="replace")[-2000:]}
+        return out | {"error": f"loupe ingest exited {code}", "stderr_tail": tail}
     files = [SimpleNamespace(**f) for f in json.loads(report.read_text())["files"]]
     return out | {"media": media_totals(files), "ingest_s": process_s}
 
