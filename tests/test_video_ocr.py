@@ -20,7 +20,7 @@ import pytest
 from loupe import ingest
 from loupe.errors import IngestError
 from loupe.ingest.ffmpeg import MediaInfo, StreamInfo
-from loupe.ingest.ocr import OcrLine
+from loupe.ingest.ocr import VIDEO_OCR_PARAMS, OcrLine, RapidOcr
 from loupe.ingest.options import IngestOptions
 from loupe.ingest.video import FrameTexts, _Windows, content_box, max_cell_change, mean_change, window_text
 from loupe.types import Segment, TimeLoc
@@ -202,6 +202,24 @@ def sig(level: float, cell: tuple[int, int] | None = None) -> np.ndarray:
 
 def no_image() -> np.ndarray:
     return np.zeros((4, 4, 3), np.uint8)
+
+
+def test_the_openvino_detector_reads_what_onnxruntime_reads() -> None:
+    """Frame OCR's detector on OpenVINO (f32) finds the same lines in the same boxes as on onnxruntime."""
+    pytest.importorskip("rapidocr")
+    pytest.importorskip("openvino")
+    fast, plain = RapidOcr(VIDEO_OCR_PARAMS), RapidOcr(VIDEO_OCR_PARAMS, detector="onnxruntime")
+    w, h = SIZE
+    for k, (_, _, title) in enumerate(SCRIPT):
+        frame = np.frombuffer(scene_frame(k, title), dtype=np.uint8).reshape(h, w, 3)
+        a, b = fast(frame), plain(frame)
+        assert [ln.text for ln in a] == [ln.text for ln in b]
+        assert title.replace(" ", "") in "".join(ln.text for ln in a).replace(" ", "").upper()
+        np.testing.assert_allclose([ln.box for ln in a], [ln.box for ln in b], atol=1.0)
+    # The swap into RapidOCR's pipeline took (a rapidocr upgrade that moved its detector would show here).
+    assert (fast.detector, plain.detector) == ("openvino", "onnxruntime")
+    with pytest.raises(ValueError, match="openvino"):
+        RapidOcr(detector="tensorrt")
 
 
 def test_unchanged_frames_reuse_the_text_and_a_changed_cell_triggers_ocr() -> None:
