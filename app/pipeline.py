@@ -41,6 +41,9 @@ EMBED_SLICE = 256
 # A long file's segments are embedded while it is still being split, in slices of this many: small enough that
 # a 5-minute video (~340 segments) overlaps decoding with embedding, large enough for full classifier batches.
 STREAM_SLICE = 64
+# The first slice is smaller: the embedder (and its model loading) starts once the splitter has produced this many
+# segments instead of waiting for a full slice. Cold 5-minute bench video: 15.79 -> 15.05 s median (3 runs each).
+FIRST_SLICE = 16
 # Segments the splitting thread may hold ahead of the embedder (the bounded queue between them): memory stays
 # flat however long the file; a segment holds paths and text, never pixels.
 PREFETCH = 128
@@ -385,7 +388,7 @@ class IngestPipeline:
         # once. Nothing is stored until the whole file is split and embedded, as before: resume is unchanged.
         for seg in prefetch(ingest.segments(opened.prepared, self.options, details), PREFETCH, "loupe-split"):
             pending.segments.append(seg)
-            if len(pending.segments) - len(pending.vectors) >= STREAM_SLICE:
+            if len(pending.segments) - len(pending.vectors) >= (STREAM_SLICE if pending.vectors else FIRST_SLICE):
                 pending.vectors.extend(self._embed(pending.segments[len(pending.vectors) :]))
         return pending
 
