@@ -271,10 +271,11 @@ def build_body(weights: E5Weights) -> Any:
             n = mask.sum(1)  # real soft tokens per row
             x = torch.cat([head.expand(b, -1, -1), soft, torch.zeros_like(soft[:, :1])], dim=1)
             p = head.shape[0]
-            # </s> goes right after each row's last real soft token
-            x = x.clone()
-            x[torch.arange(b), p + n] = self.special["eos"]
-            full = torch.arange(x.shape[1])[None, :] < (p + n + 1)[:, None]
+            # </s> goes right after each row's last real soft token (a select, not an indexed write, so that the
+            # graph exported to ONNX keeps the batch size free: embedder/speech_onnx.py)
+            where = torch.arange(x.shape[1])[None, :]
+            x = torch.where((where == (p + n)[:, None]).unsqueeze(-1), self.special["eos"], x)
+            full = where < (p + n + 1)[:, None]
             return x, full
 
         def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -354,8 +354,9 @@ def _build_soft_head(config: dict[str, Any]) -> Any:
             b, t, _ = x.shape
             n = (x != 0).any(-1).sum(1)
             t2 = (t + stack - 1) // stack
-            keep = torch.arange(t2)[None, :] < ((n + stack - 1) // stack)[:, None]
-            keep[:, 0] = True  # a row of silence still gets one token
+            steps = torch.arange(t2)[None, :]
+            # a row of silence still gets one token
+            keep = (steps < ((n + stack - 1) // stack)[:, None]) | (steps == 0)
             # zero everything past a row's end, so that a recording gives the same vector alone or in a batch
             y = self.norm(x) * (torch.arange(t)[None, :] < n[:, None]).unsqueeze(-1)
             y = nn.functional.pad(y, (0, 0, 0, t2 * stack - t)).reshape(b, t2, d * stack)
@@ -416,10 +417,8 @@ def _build_pooled_head(config: dict[str, Any]) -> Any:
     return SpeechHead()
 
 
-def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
-    """Pad a batch of features to one length: ``(b, t, 384)`` float tensor and ``(b, t)`` bool voiced mask."""
-    import torch
-
+def collate_arrays(feats: Sequence[SpeechFeatures]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a batch of features to one length: ``(b, t, 384)`` float32 frames and ``(b, t)`` bool voiced mask."""
     t = max(f.frames.shape[0] for f in feats)
     x = np.zeros((len(feats), t, ENCODER_DIM), dtype=np.float32)
     m = np.zeros((len(feats), t), dtype=bool)
@@ -427,6 +426,14 @@ def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
         n = f.frames.shape[0]
         x[i, :n] = f.frames
         m[i, :n] = f.voiced[:n]
+    return x, m
+
+
+def collate(feats: Sequence[SpeechFeatures]) -> tuple[Any, Any]:
+    """:func:`collate_arrays` as torch tensors (training)."""
+    import torch
+
+    x, m = collate_arrays(feats)
     return torch.from_numpy(x), torch.from_numpy(m)
 
 
@@ -534,7 +541,13 @@ class SpeechEncoder:
         query_speeds: Sequence[float] = QUERY_SPEEDS,
         query_output: Role = QUERY_OUTPUT,
         clip_speeds: Sequence[float] = CLIP_SPEEDS,
+        head_runtime: str = "onnx",
     ) -> None:
+        if head_runtime not in ("onnx", "torch"):
+            raise ValueError(f"head_runtime must be 'onnx' or 'torch', not {head_runtime!r}")
+        # "onnx": the head exported once and run by onnxruntime (embedder/speech_onnx.py, same vectors, no torch
+        # import); "torch": the checkpoint's torch module (also the fallback when the export fails).
+        self.head_runtime = head_runtime
         self.encoder = encoder or WhisperEncoder(num_threads=num_threads)
         self.query_speeds = tuple(float(f) for f in query_speeds) or (1.0,)
         self.clip_speeds = tuple(float(f) for f in clip_speeds) or (1.0,)
@@ -560,25 +573,25 @@ class SpeechEncoder:
         return {"unified": f"{self.encoder.model_id} + speech head {self._digest}, {heard}"}
 
     def _load(self) -> Any:
+        """The head as a numpy interface (embedder/speech_onnx.py): on onnxruntime once exported, else torch."""
         with self._lock:
             if self._head is None:
-                self._head = load_head(self.head_path)
+                from loupe.embedder.speech_onnx import load_runtime_head
+
+                self._head = load_runtime_head(self.head_path, onnx=self.head_runtime == "onnx")
         return self._head
 
     def embed_features(self, feats: Sequence[SpeechFeatures], role: Role = "passage") -> np.ndarray:
         """Run the head on precomputed features (the trainer's validation uses this too)."""
-        import torch
-
         head = self._load()
         out = np.zeros((len(feats), self.dim), dtype=np.float32)
         which = 0 if role == "query" else 1
         order = sorted(range(len(feats)), key=lambda i: -feats[i].frames.shape[0])
-        with torch.no_grad():
-            for s in range(0, len(order), self.batch_size):
-                idx = order[s : s + self.batch_size]
-                x, m = collate([feats[i] for i in idx])
-                out[idx] = head(x, m)[:, which].numpy()
-        cal = getattr(head, "calibration", None)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            x, m = collate_arrays([feats[i] for i in idx])
+            out[idx] = head.vectors(x, m)[:, which]
+        cal = head.calibration
         # Only clip (passage) vectors are calibrated: they compete with e5 text passages for a typed query.
         # A spoken query only ranks passages, and calibrating it cost dev-set R@5 (0.191 -> 0.107, eval/voice).
         if cal is not None and role == "passage":
@@ -615,10 +628,7 @@ class SpeechEncoder:
 
     def _calibration(self) -> dict[str, Any] | None:
         """e5's mean passage direction and level from the head's calibration (the pooled head's, in a blend)."""
-        head = self._load()
-        cal: dict[str, Any] | None = getattr(head, "calibration", None) or getattr(
-            getattr(head, "other", None), "calibration", None
-        )
+        cal: dict[str, Any] | None = self._load().passage_calibration
         return cal
 
     def _speeds(self, role: Role) -> tuple[float, ...]:
@@ -646,24 +656,20 @@ class SpeechEncoder:
         """Each recording's soft tokens summed over time: ``(e5 piece ids, expected counts)`` over the head's
         codebook (averaged over ``query_speeds`` for a query, over ``clip_speeds`` for a clip), or None for a head
         without soft tokens (version 1). Recordings just embedded reuse their features. Used by embedder/pieces.py."""
-        import torch
-
         if any(item.samples.size == 0 for item in items):
             raise EmbedError("the speech encoder got an empty recording")
         head = self._load()
-        soft = getattr(head, "main", head)
-        if not hasattr(soft, "posteriors"):
+        if head.code_ids is None:
             return None
         speeds = self._speeds(role)
         waves = [to_16k(item.samples, item.sample_rate) for item in items]
         feats = self._features(self._variants(waves, speeds))
-        code = np.asarray(soft.config["code_ids"], dtype=np.int64)
+        code = head.code_ids
         masses = []
-        with torch.no_grad():
-            for f in feats:  # one at a time: a row's mass must not depend on the batch's padding
-                x, _ = collate([f])
-                p, keep = soft.posteriors(x)
-                masses.append(p[0][keep[0]].sum(0).numpy())
+        for f in feats:  # one at a time: a row's mass must not depend on the batch's padding
+            x, _ = collate_arrays([f])
+            p, keep = head.posteriors(x)
+            masses.append(p[0][keep[0]].sum(0))
         per_item = np.stack(masses).reshape(len(items), len(speeds), -1).mean(axis=1)
         return [(code, m) for m in per_item]
 

@@ -7,7 +7,7 @@ Default-run tests use a stub encoder, random features and tiny heads (no Whisper
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,17 @@ from loupe.lab.training.speech import bag_loss, codebook_ids, length_batches, lo
 from loupe.lab.training.speech_data import Dataset, Recipe, augment, overlaps_dev, plan, telephone, usable, voices
 
 RATE = 16_000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _head_exports_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The heads these tests build are exported to ONNX under a temporary folder, not the user's cache."""
+    from loupe.embedder import speech_onnx
+
+    root = tmp_path_factory.mktemp("head-onnx")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(speech_onnx, "cache_root", lambda: root)
+        yield
 
 
 def tone(seconds: float, hz: float = 440.0, amp: float = 0.3) -> np.ndarray:
@@ -355,6 +366,43 @@ def test_blended_checkpoint_mixes_both_outputs(tmp_path: Path) -> None:
     with torch.no_grad():
         old = load_head(tmp_path / "old.pt")(x, m)
     assert torch.allclose(old[:, 1], a[:, 1], atol=1e-5)
+
+
+def test_onnx_head_computes_what_the_torch_head_computes(tmp_path: Path) -> None:
+    """The shipped head (soft tokens blended with the calibrated pooled head) exported to ONNX gives the torch
+    module's vectors and soft tokens, alone or in a padded batch, and a process that runs it never imports torch."""
+    import subprocess
+    import sys
+
+    from loupe.embedder.speech import HEAD_FILE
+    from loupe.embedder.speech_onnx import OnnxSpeechHead, TorchSpeechHead, load_runtime_head
+
+    onnx = load_runtime_head(HEAD_FILE, cache_dir=tmp_path)
+    torch_head = load_runtime_head(HEAD_FILE, onnx=False)
+    assert isinstance(onnx, OnnxSpeechHead) and isinstance(torch_head, TorchSpeechHead)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 40, ENCODER_DIM)).astype(np.float32)
+    x[1, 23:] = 0.0  # right-padded rows, as collate_arrays pads them
+    x[2, 7:] = 0.0
+    m = np.abs(x).sum(-1) > 0
+    m[0, ::5] = False  # some unvoiced frames
+    np.testing.assert_allclose(onnx.vectors(x, m), torch_head.vectors(x, m), atol=1e-5)
+    np.testing.assert_allclose(onnx.vectors(x[1:2, :23], m[1:2, :23]), onnx.vectors(x, m)[1:2], atol=1e-5)
+    (p, keep), (tp, tkeep) = onnx.posteriors(x), torch_head.posteriors(x)  # type: ignore[misc]
+    assert (keep == tkeep).all()
+    np.testing.assert_allclose(p, tp, atol=1e-5)
+    assert onnx.code_ids is not None and (onnx.code_ids == torch_head.code_ids).all()
+    cal, tcal = onnx.passage_calibration, torch_head.passage_calibration
+    assert cal is not None and tcal is not None
+    np.testing.assert_allclose(cal["passage_mean"], tcal["passage_mean"])
+    code = (
+        "import sys, numpy as np; from pathlib import Path; from loupe.embedder.speech import HEAD_FILE; "
+        "from loupe.embedder.speech_onnx import load_runtime_head; "
+        f"h = load_runtime_head(HEAD_FILE, cache_dir=Path({str(tmp_path)!r})); "
+        "h.vectors(np.ones((1, 9, 384), np.float32), np.ones((1, 9), bool)); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_blend_calibrates_the_pooled_passage_output() -> None:
