@@ -34,7 +34,7 @@ from loupe.threads import machine_threads
 
 log = logging.getLogger(__name__)
 # Bump when the exported graphs' inputs, outputs or meaning change: older exports are then ignored.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 class TorchSpeechHead:
@@ -69,7 +69,8 @@ class TorchSpeechHead:
 
 
 class OnnxSpeechHead:
-    """The same interface on the exported graphs (``main.onnx``; ``other.onnx`` for a blend; ``head.json``)."""
+    """The same interface on the exported graphs (``main.onnx``; ``soft.onnx``, the soft tokens alone, for a
+    soft-token head; ``other.onnx`` for a blend; ``head.json``)."""
 
     def __init__(self, folder: Path, num_threads: int = 0) -> None:
         import onnxruntime as ort
@@ -86,6 +87,8 @@ class OnnxSpeechHead:
             return ort.InferenceSession(str(folder / name), so, providers=["CPUExecutionProvider"])
 
         self._main = session("main.onnx")
+        # The soft tokens alone (piece masses): the vectors' graph would also run e5's transformer for them.
+        self._posteriors = session("soft.onnx") if meta["soft"] else None
         self._other = session("other.onnx") if meta["blend"] else None
         self._soft = bool(meta["soft"])
         self._blend: dict[str, float] | None = meta["blend"]
@@ -126,9 +129,9 @@ class OnnxSpeechHead:
 
     def posteriors(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Soft-token distributions ``(b, t', K)`` and their mask, or None for a head without soft tokens."""
-        if not self._soft:
+        if self._posteriors is None:
             return None
-        _, p, keep = self._run(self._main, frames, np.ones(frames.shape[:2], dtype=bool))
+        p, keep = self._run(self._posteriors, frames, np.ones(frames.shape[:2], dtype=bool))
         return np.asarray(p, np.float32), np.asarray(keep, bool)
 
 
@@ -164,9 +167,16 @@ def export_head(module: Any, folder: Path) -> Path:
             super().__init__()
             self.head = main
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            p, keep = self.head.posteriors(x)
-            return self.head(x, None), p, keep
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x, None)
+
+    class _Posteriors(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = main
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.head.posteriors(x)
 
     class _Pooled(torch.nn.Module):
         def __init__(self, head: Any) -> None:
@@ -180,7 +190,7 @@ def export_head(module: Any, folder: Path) -> Path:
         names = ["frames", "voiced"][: len(inputs)]
         axes: dict[str, dict[int, str]] = {"frames": {0: "batch", 1: "frames"}, "voiced": {0: "batch", 1: "frames"}}
         axes.update({o: {0: "batch"} for o in outputs})
-        if soft and name == "main.onnx":
+        if name == "soft.onnx":
             axes.update({"posteriors": {0: "batch", 1: "tokens"}, "keep": {0: "batch", 1: "tokens"}})
         # eval() on the wrapper: export restores the wrapper's own mode afterwards, recursively, and a wrapper in
         # training mode would leave the live head with its dropout switched on.
@@ -200,7 +210,8 @@ def export_head(module: Any, folder: Path) -> Path:
         wrapper.eval()
 
     if soft:
-        write(_Soft(), "main.onnx", (frames,), ["vectors", "posteriors", "keep"])
+        write(_Soft(), "main.onnx", (frames,), ["vectors"])
+        write(_Posteriors(), "soft.onnx", (frames,), ["posteriors", "keep"])
     else:
         write(_Pooled(main), "main.onnx", (frames, voiced), ["vectors"])
     cals: dict[str, np.ndarray] = {}
