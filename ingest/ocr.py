@@ -43,6 +43,8 @@ class OcrEngine(Protocol):
 # from f32's on some frames (a frame counter found in 19 of 20 frames), and the same file must read the same text
 # on every machine. Recognition stays on onnxruntime: OpenVINO measured no faster there (0.080 vs 0.085 s).
 DETECTOR_MODEL = "PP-OCRv6_det_small.onnx"
+# RapidOCR settings that choose a detector model other than the shipped one.
+OTHER_DETECTOR_KEYS = frozenset({"model_path", "model_dir", "ocr_version", "model_type", "lang_type", "engine_type"})
 
 
 class _OpenVinoDetector:
@@ -110,14 +112,16 @@ class RapidOcr:
 def _use_openvino_detector(engine: Any, params: dict[str, Any]) -> str:
     """Put the OpenVINO detector in ``engine`` (a ``rapidocr.RapidOCR``); the runtime now in use. RapidOCR's own
     OpenVINO engine cannot ask for f32, so its onnxruntime detector session is swapped for one on the same shipped
-    model file (tests/test_ocr.py checks the swap still takes with the pinned rapidocr)."""
+    model file (tests/test_video_ocr.py checks the swap still takes with the pinned rapidocr). Settings that pick
+    another detector model keep RapidOCR's own session."""
     import importlib.util
     from pathlib import Path
 
     import rapidocr
 
     model = Path(rapidocr.__file__).parent / "models" / DETECTOR_MODEL
-    if importlib.util.find_spec("openvino") is None or not model.exists():
+    other_model = any(k.startswith("Det.") and k.split(".", 1)[1] in OTHER_DETECTOR_KEYS for k in params)
+    if other_model or importlib.util.find_spec("openvino") is None or not model.exists():
         return "onnxruntime"
     threads = params.get("EngineConfig.onnxruntime.intra_op_num_threads")
     try:

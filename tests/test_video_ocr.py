@@ -220,6 +220,13 @@ def test_the_openvino_detector_reads_what_onnxruntime_reads() -> None:
     assert (fast.detector, plain.detector) == ("openvino", "onnxruntime")
     with pytest.raises(ValueError, match="openvino"):
         RapidOcr(detector="tensorrt")
+    # Settings naming another detector model keep RapidOCR's own session.
+    import rapidocr
+
+    shipped = Path(rapidocr.__file__).parent / "models"
+    own = RapidOcr({**VIDEO_OCR_PARAMS, "Det.model_path": str(shipped / "PP-OCRv6_det_small.onnx")})
+    own(np.zeros((32, 32, 3), dtype=np.uint8))
+    assert own.detector == "onnxruntime"
 
 
 def test_unchanged_frames_reuse_the_text_and_a_changed_cell_triggers_ocr() -> None:
