@@ -405,6 +405,32 @@ def test_onnx_head_computes_what_the_torch_head_computes(tmp_path: Path) -> None
     assert out.stdout.strip() == "False"
 
 
+def test_speech_head_falls_back_to_torch_when_the_export_fails_or_is_damaged(
+    tiny_head_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from loupe.embedder import speech_onnx
+
+    good = speech_onnx.load_runtime_head(tiny_head_file, cache_dir=tmp_path / "ok")
+    assert isinstance(good, speech_onnx.OnnxSpeechHead)
+    x = np.random.default_rng(1).standard_normal((2, 10, ENCODER_DIM)).astype(np.float32)
+    m = np.ones((2, 10), dtype=bool)
+
+    def broken(*_: object) -> Path:
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setattr(speech_onnx, "export_head", broken)
+    with caplog.at_level("WARNING"):
+        head = speech_onnx.load_runtime_head(tiny_head_file, cache_dir=tmp_path / "fails")
+    assert isinstance(head, speech_onnx.TorchSpeechHead) and "export failed" in caplog.text
+    np.testing.assert_allclose(head.vectors(x, m), good.vectors(x, m), atol=1e-5)
+    # A damaged export is reported and not used; the torch module answers.
+    damaged = speech_onnx.export_folder(tiny_head_file, tmp_path / "ok")
+    (damaged / "main.onnx").write_bytes(b"not a graph")
+    with caplog.at_level("WARNING"):
+        again = speech_onnx.load_runtime_head(tiny_head_file, cache_dir=tmp_path / "ok")
+    assert isinstance(again, speech_onnx.TorchSpeechHead) and "delete it to export again" in caplog.text
+
+
 def test_blend_calibrates_the_pooled_passage_output() -> None:
     import torch
 

@@ -229,6 +229,18 @@ def test_the_openvino_detector_reads_what_onnxruntime_reads() -> None:
     assert own.detector == "onnxruntime"
 
 
+def test_without_openvino_the_detector_stays_on_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    pytest.importorskip("rapidocr")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    ocr = RapidOcr(VIDEO_OCR_PARAMS)
+    w, h = SIZE
+    lines = ocr(np.frombuffer(scene_frame(1, "NORTH GATE"), dtype=np.uint8).reshape(h, w, 3))
+    assert ocr.detector == "onnxruntime" and "NORTHGATE" in "".join(ln.text for ln in lines).replace(" ", "")
+
+
 def test_unchanged_frames_reuse_the_text_and_a_changed_cell_triggers_ocr() -> None:
     eng = CountingOcr(["A", "B"])
     texts = FrameTexts(eng, mode="on", change=8.0)
