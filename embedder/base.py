@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -117,3 +117,17 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()[:12]
+
+
+def cpu_session(model: str | Path, threads: int) -> Any:
+    """An onnxruntime CPU session as Loupe's exported graphs run: full graph optimisation, ``threads`` intra-op
+    threads, one inter-op thread, and no spin-waiting (at ingest the cores are shared with ffmpeg, frame OCR and
+    the other embedders, and spinning pool threads burn the time those need)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from loupe.embedder.base import file_digest
+from loupe.embedder.base import cpu_session, file_digest
 from loupe.errors import EmbedError
 from loupe.threads import machine_threads
 
@@ -198,17 +198,8 @@ class OnnxE5:
         return self.cache_dir / f"e5-onnx-v{EXPORT_VERSION}-{file_digest(self.weights_file)}"
 
     def _new_session(self, path: Path, threads: int) -> Any:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle pool threads must not spin: the cores are shared with parsing, other sessions and other processes.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            return cpu_session(path, threads)
         except Exception as e:  # a truncated or foreign file in the cache
             raise EmbedError(f"cannot load the e5 ONNX graph {path}: {e}; delete {path.parent} to re-export") from e
 

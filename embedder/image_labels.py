@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from loupe.embedder.base import file_digest
+from loupe.embedder.base import cpu_session, file_digest
 from loupe.errors import EmbedError
 from loupe.threads import machine_threads
 
@@ -220,16 +220,7 @@ class ImageClassifier:
                     log.warning("image classifier: ONNX export failed (%s); running the torch module instead", e)
                     self.runtime = "torch"
                     return None
-                import onnxruntime as ort
-
-                so = ort.SessionOptions()
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                so.intra_op_num_threads = self.num_threads or machine_threads()
-                so.inter_op_num_threads = 1
-                # No spin-waiting: during video ingest the cores are shared with ffmpeg and frame OCR, and
-                # spinning workers burn the time those need.
-                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self._session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+                self._session = cpu_session(graph, self.num_threads or machine_threads())
         return self._session
 
     def _export(self) -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from loupe.embedder.base import file_digest, l2_normalize
+from loupe.embedder.base import cpu_session, file_digest, l2_normalize
 from loupe.threads import machine_threads
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,11 @@ class OnnxSpeechHead:
     soft-token head; ``other.onnx`` for a blend; ``head.json``)."""
 
     def __init__(self, folder: Path, num_threads: int = 0) -> None:
-        import onnxruntime as ort
-
         meta = json.loads((folder / "head.json").read_text())
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = num_threads or machine_threads()
-        so.inter_op_num_threads = 1
-        # No spin-waiting: at ingest the cores are shared with ffmpeg, OCR and the other embedders.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = num_threads or machine_threads()
 
         def session(name: str) -> Any:
-            return ort.InferenceSession(str(folder / name), so, providers=["CPUExecutionProvider"])
+            return cpu_session(folder / name, threads)
 
         self._main = session("main.onnx")
         # The soft tokens alone (piece masses): the vectors' graph would also run e5's transformer for them.
@@ -207,7 +200,6 @@ def export_head(module: Any, folder: Path) -> Path:
                 opset_version=17,
                 dynamo=False,
             )
-        wrapper.eval()
 
     if soft:
         write(_Soft(), "main.onnx", (frames,), ["vectors"])
